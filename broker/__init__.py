@@ -1,0 +1,1 @@
+"""Mosquitto configuration, ACL, certificate tooling and a local launcher for tests, demo and benches."""

@@ -1,0 +1,1 @@
+"""The cloud bridge: MQTT -> durable on-disk queue -> InfluxDB / Firestore / local archive."""

@@ -1,0 +1,1 @@
+"""Grafana dashboards as code (doctor and fleet views) and their provisioning."""

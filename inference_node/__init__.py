@@ -1,0 +1,1 @@
+"""Stateless inference workers: frames -> LiteRT CNN -> verdicts, scaled out by shared subscription."""

@@ -1,0 +1,33 @@
+"""Shared fixtures: real servers on free loopback ports, started with the project's own configs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.local import LocalMosquitto
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "dmr_ir" / "dmr_ir.npz"
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[LocalMosquitto]:
+    """A real Mosquitto with the project's generated dev config (plaintext, loopback only)."""
+    (tmp_path / "mosquitto").mkdir(exist_ok=True)
+    broker = LocalMosquitto(workdir=tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def dmr_ir_path() -> Path:
+    """The real DMR-IR thermograms, where this machine has them."""
+    if not SHARED_DATA.exists():
+        pytest.skip(f"real thermograms not present at {SHARED_DATA} (tests use synthetic data elsewhere)")
+    return SHARED_DATA

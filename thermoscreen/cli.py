@@ -1,0 +1,120 @@
+"""`thermoscreen <job> ...`: argument parsing and one-line errors for every subcommand.
+
+Each job lives in its component's own `cli` module, which exposes `configure(parser)`. That
+function adds arguments and sets `run=callable(args) -> int` as a default; heavy imports
+(TensorFlow, LiteRT, firebase) happen inside `run`, so `--help` is fast everywhere and the
+sensor never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+#: (subcommand, module with `configure(parser)`, one-line help)
+SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("sensor", "sensor_node.cli", "run a screening device: thermal camera + RFID reader -> MQTT"),
+    ("infer", "inference_node.cli", "run an inference worker: frames -> LiteRT CNN -> verdicts"),
+    ("bridge", "cloud_bridge.cli", "run the cloud bridge: MQTT -> durable queue -> InfluxDB / Firestore"),
+    ("report", "cloud_bridge.report_cli", "write the HTML screening report of a session"),
+    ("train", "training.cli", "train the thermal or IDC CNN and export .tflite models"),
+    ("evaluate", "training.evaluate_cli", "evaluate a thermal .tflite model on a thermogram .npz"),
+    ("broker", "broker.cli", "provision the Mosquitto broker: config, certificates, credentials"),
+    ("dashboards", "dashboards.cli", "generate Grafana dashboards or push them to a Grafana"),
+    ("demo", "thermoscreen.demo_cli", "run the whole system locally with simulated devices"),
+    ("bench", "thermoscreen.bench_cli", "benchmarks: sensor, inference, bridge, e2e, faults"),
+    ("protocol", "thermoscreen.protocol_cli", "decode or encode MQTT contract v1 payloads"),
+)
+
+Runner = Callable[[argparse.Namespace], int]
+
+
+def _unavailable(name: str, reason: str) -> Callable[[argparse.ArgumentParser], None]:
+    def configure(parser: argparse.ArgumentParser) -> None:
+        def run(args: argparse.Namespace) -> int:
+            print(f"thermoscreen {name}: unavailable: {reason}", file=sys.stderr)
+            return 2
+
+        parser.set_defaults(run=run)
+
+    return configure
+
+
+def load_configure(name: str, module_name: str) -> Callable[[argparse.ArgumentParser], None]:
+    """The `configure` function of a subcommand module, or a stand-in saying why it is missing."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        return _unavailable(name, f"cannot import {module_name}: {exc} (install the matching extra)")
+    configure = getattr(module, "configure", None)
+    if configure is None:
+        return _unavailable(name, f"{module_name} has no configure()")
+    return configure  # type: ignore[no-any-return]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="thermoscreen",
+        description=(
+            "thermoscreen: low-cost breast thermal screening. A screening aid, not a diagnosis: "
+            "every flagged result needs a clinician's follow-up."
+        ),
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name, help_text in SUBCOMMANDS:
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        load_configure(name, module_name)(sp)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    run: Runner | None = getattr(args, "run", None)
+    if run is None:
+        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+        return 2
+    try:
+        return int(run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"thermoscreen {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, ConnectionError, RuntimeError, LookupError) as exc:
+        if os.environ.get("THERMOSCREEN_DEBUG"):
+            raise
+        print(f"thermoscreen {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def run_main() -> None:
+    sys.exit(main())
+
+
+def not_built(issue: str) -> Callable[[argparse.ArgumentParser], None]:
+    """For a job whose component is not built yet: `--help` works, running says so."""
+
+    def configure(parser: argparse.ArgumentParser) -> None:
+        def run(args: Any) -> int:
+            print(f"thermoscreen {parser.prog.split()[-1]}: not built yet ({issue})", file=sys.stderr)
+            return 2
+
+        parser.set_defaults(run=run)
+
+    return configure

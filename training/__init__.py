@@ -1,0 +1,1 @@
+"""Model training and evaluation. TensorFlow/Keras lives here and nowhere else."""
