@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs the servers and tools the tests and the demo start: Mosquitto, VictoriaMetrics
-# (an InfluxDB-v2-write-compatible TSDB), Chromium (to check the HTML report). Debian only;
+# (an InfluxDB-v2-write-compatible TSDB), Chromium (to check the HTML report), InfluxDB 1.x
+# (InfluxQL for the dashboard queries), docker-compose (to validate docker-compose.yml). Debian only;
 # elsewhere it names what to install and stops.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
+# InfluxDB 1.x runs every dashboard query (InfluxQL) in the tests; docker-compose validates docker-compose.yml.
+command -v influxd >/dev/null 2>&1 || need+=(influxdb)
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
 if [ "${THERMOSCREEN_SKIP_BROWSER:-0}" != "1" ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
 fi

@@ -1,0 +1,118 @@
+"""The committed dashboard JSON is what the code generates, and what Grafana expects to load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dashboards.generate import DASHBOARDS, GENERATED_DIR, iter_panels, render
+from dashboards.influxql import DATASOURCE_VARIABLE, PROVISIONED_DATASOURCE_UID
+from dashboards.panels import DISCLAIMER_MARKDOWN
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "thermoscreen", "dashboards", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+
+
+def test_committed_json_is_current() -> None:
+    """Fails when someone edits the dashboard code without regenerating (or edits the JSON by hand)."""
+    fresh = render()
+    assert sorted(fresh) == sorted(p.name for p in GENERATED_DIR.glob("*.json"))
+    for name, text in fresh.items():
+        committed = (GENERATED_DIR / name).read_text(encoding="utf-8")
+        assert committed == text, f"dashboards/generated/{name} is stale: run `thermoscreen dashboards generate`"
+
+
+def test_generate_is_deterministic() -> None:
+    assert render() == render()
+
+
+def test_cli_check_flags_stale_then_generate_fixes_it(tmp_path: Path) -> None:
+    out = run_cli("generate", "--out", str(tmp_path), "--check", "--json")
+    assert out.returncode == 1
+    assert json.loads(out.stdout)["stale"] == sorted(DASHBOARDS)
+    assert "stale" in out.stderr
+
+    out = run_cli("generate", "--out", str(tmp_path), "--json")
+    assert out.returncode == 0, out.stderr
+    assert sorted(json.loads(out.stdout)["written"]) == sorted(DASHBOARDS)
+
+    assert run_cli("generate", "--out", str(tmp_path), "--check").returncode == 0
+    doctor = tmp_path / "doctor.json"
+    doctor.write_text(doctor.read_text().replace("probability", "probabilty"))
+    out = run_cli("generate", "--out", str(tmp_path), "--check", "--json")
+    assert out.returncode == 1
+    assert json.loads(out.stdout)["stale"] == ["doctor.json"]
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_dashboard_structure(name: str) -> None:
+    data = json.loads((GENERATED_DIR / name).read_text())
+    panels = list(iter_panels(data))
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, f"{panel['title']} overflows the grid"
+        for target in panel.get("targets", []):
+            assert target["datasource"] == {"type": "influxdb", "uid": "${" + DATASOURCE_VARIABLE + "}"}
+            assert target["rawQuery"] is True
+    variables = {v["name"]: v for v in data["templating"]["list"]}
+    assert variables[DATASOURCE_VARIABLE]["type"] == "datasource"
+    assert variables[DATASOURCE_VARIABLE]["current"]["value"] == PROVISIONED_DATASOURCE_UID
+
+
+def test_doctor_dashboard_has_what_a_clinician_needs() -> None:
+    data = json.loads((GENERATED_DIR / "doctor.json").read_text())
+    by_title = {p["title"]: p for p in iter_panels(data)}
+    variables = {v["name"] for v in data["templating"]["list"]}
+    assert {"patient", "device"} <= variables
+    assert by_title["Screening aid, not a diagnosis"]["options"]["content"] == DISCLAIMER_MARKDOWN
+    assert "Flagged for clinical follow-up" in by_title
+
+    sessions = by_title["Sessions and verdicts"]
+    assert "\"event\" = 'end'" in sessions["targets"][0]["query"]
+    mapping = sessions["fieldConfig"]["overrides"][0]["properties"][0]["value"][0]["options"]
+    assert mapping["1"]["text"] == "flagged for clinical follow-up"
+    assert mapping["0"]["text"] == "no finding at this screening"
+
+    probability = by_title["Probability per frame"]
+    assert [t["refId"] for t in probability["targets"]] == ["A", "B"]
+    assert 'max("threshold")' in probability["targets"][1]["query"]
+
+    frame = by_title["Latest thermal frame (24 x 32, C)"]
+    query = frame["targets"][0]["query"]
+    assert all(f'last("c{c:02d}")' in query for c in range(32))
+    assert query.endswith('GROUP BY "row"')
+    assert frame["fieldConfig"]["defaults"]["custom"]["cellOptions"]["type"] == "color-background"
+
+
+def test_fleet_dashboard_covers_every_component() -> None:
+    data = json.loads((GENERATED_DIR / "fleet.json").read_text())
+    queries = " ".join(t["query"] for p in iter_panels(data) for t in p.get("targets", []))
+    for needle in (
+        'FROM "device_status"',
+        'FROM "frame_stats"',
+        'FROM "node_status"',
+        '"latency_p50_ms"',
+        '"latency_p99_ms"',
+        '"frames_per_s"',
+        'FROM "deadletter"',
+        '"queue_depth"',
+        '"oldest_age_s"',
+        '"sink_errors"',
+    ):
+        assert needle in queries, needle

@@ -1,0 +1,272 @@
+"""Every dashboard query runs on a real InfluxQL engine against what the bridge really writes.
+
+The schema-drift test proves the queries name only stored measurements, fields and tags; this
+one proves they are valid InfluxQL and return data: a real `influxd` (Debian's InfluxDB 1.x,
+the same InfluxQL that InfluxDB 2 serves through its v1 API) is fed line protocol made by the
+bridge's own encoder (`cloud_bridge.line_protocol`) from real contract messages, then every
+panel and variable query of the committed dashboards runs with Grafana's macros expanded the
+way Grafana expands them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from broker.local import free_port, wait_for_port
+from cloud_bridge import line_protocol
+from cloud_bridge.records import SessionOutcome
+from dashboards.generate import GENERATED_DIR, iter_queries
+from mqtt_contract.frame import Frame
+from mqtt_contract.messages import (
+    DeadLetter,
+    DeviceState,
+    DeviceStatus,
+    NodeMetrics,
+    NodeRole,
+    NodeStatus,
+    RfidEvent,
+    RfidEventKind,
+    SessionVerdict,
+    Verdict,
+)
+from sensor_node.mlx_emulation import block_average
+from sensor_node.synthetic_scene import synthetic_thermograms
+
+INFLUXD = shutil.which("influxd")
+DB = "thermoscreen"
+DEVICE = "dev-01"
+PATIENT = "0123456789abcdef"
+SESSION = "5e55" * 8
+THRESHOLD = 0.5
+
+
+class Influx:
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+    def _post(self, path: str, params: dict[str, str], body: bytes | None = None) -> bytes:
+        url = f"{self.base}{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(urllib.request.Request(url, data=body or b"", method="POST"), timeout=30) as r:
+            data: bytes = r.read()
+            return data
+
+    def query(self, q: str) -> dict[str, Any]:
+        reply = json.loads(self._post("/query", {"db": DB, "q": q, "epoch": "ms"}))
+        result: dict[str, Any] = reply["results"][0]
+        if "error" in result:
+            raise AssertionError(f"{q}\n-> {result['error']}")
+        return result
+
+    def write(self, lines: list[str]) -> None:
+        self._post("/write", {"db": DB, "precision": "ns"}, "\n".join(lines).encode())
+
+
+@pytest.fixture(scope="module")
+def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influx]:
+    if INFLUXD is None:
+        pytest.skip("influxd is not installed (Debian package `influxdb`; scripts/system-deps.sh installs it)")
+    root = tmp_path_factory.mktemp("influxdb")
+    port, rpc = free_port(), free_port()
+    (root / "influxdb.conf").write_text(
+        f"""reporting-disabled = true
+bind-address = "127.0.0.1:{rpc}"
+[meta]
+  dir = "{root}/meta"
+[data]
+  dir = "{root}/data"
+  wal-dir = "{root}/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+"""
+    )
+    log = (root / "influxd.log").open("wb")
+    proc = subprocess.Popen([INFLUXD, "-config", str(root / "influxdb.conf")], stdout=log, stderr=log)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=30, proc=proc)
+        server = Influx(port)
+        server.query(f'CREATE DATABASE "{DB}"')
+        server.write(_scenario_lines(time.time_ns()))
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _scenario_lines(now_ns: int) -> list[str]:
+    """One screening session as the bridge would store it, plus fleet health, ending a minute ago."""
+    start = now_ns - 5 * 60 * 10**9
+    scene = block_average(synthetic_thermograms(1, seed=3)["temperature_centi_c"][0] / 100.0)
+    lines: list[str] = []
+    lines.append(
+        line_protocol.rfid_line(
+            RfidEvent(
+                event=RfidEventKind.SESSION_START,
+                device_id=DEVICE,
+                session_id=SESSION,
+                patient_ref=PATIENT,
+                ts_ns=start,
+                seq=0,
+            )
+        )
+    )
+    probabilities = np.linspace(0.3, 0.8, 16)
+    for seq, p in enumerate(probabilities):
+        capture = start + (seq + 1) * 500_000_000
+        frame = Frame.from_celsius(
+            scene,
+            device_id=DEVICE,
+            seq=seq,
+            capture_ns=capture,
+            ambient_c=24.0,
+            session_id=SESSION,
+            patient_ref=PATIENT,
+        )
+        lines += line_protocol.frame_lines(frame, rows_every=8)
+        lines.append(
+            line_protocol.verdict_line(
+                Verdict(
+                    device_id=DEVICE,
+                    seq=seq,
+                    capture_ns=capture,
+                    session_id=SESSION,
+                    patient_ref=PATIENT,
+                    probability=float(p),
+                    label="suspect" if p >= THRESHOLD else "normal",
+                    flagged=bool(p >= THRESHOLD),
+                    threshold=THRESHOLD,
+                    model_version="test-1",
+                    node_id="infer-1",
+                    latency_ms=4.0,
+                )
+            )
+        )
+    end = start + 10 * 10**9
+    lines.append(
+        line_protocol.rfid_line(
+            RfidEvent(
+                event=RfidEventKind.SESSION_END,
+                device_id=DEVICE,
+                session_id=SESSION,
+                patient_ref=PATIENT,
+                ts_ns=end,
+                seq=1,
+                frame_count=16,
+            )
+        )
+    )
+    verdict = SessionVerdict(
+        device_id=DEVICE,
+        session_id=SESSION,
+        patient_ref=PATIENT,
+        frames=16,
+        probability=0.58,
+        flagged=True,
+        threshold=THRESHOLD,
+        rule="mean-logit-v1",
+        model_version="test-1",
+        ts_ns=end + 10**9,
+    )
+    lines.append(line_protocol.session_outcome_line(SessionOutcome(verdict=verdict, started_ns=start, ended_ns=end)))
+    lines.append(
+        line_protocol.device_status_line(
+            DeviceStatus(state=DeviceState.ONLINE, ts_ns=start - 10**9, spool_depth=0, spool_dropped_frames=0),
+            DEVICE,
+            start,
+        )
+    )
+    for node, role in (("infer-1", NodeRole.INFERENCE), ("bridge", NodeRole.BRIDGE)):
+        lines.append(
+            line_protocol.node_status_line(
+                NodeStatus(node_id=node, role=role, state=DeviceState.ONLINE, ts_ns=start - 10**9), start
+            )
+        )
+    for i in range(4):
+        ts = start + i * 10 * 10**9
+        inference = {"frames_per_s": 2.0, "batch_size": 1.0, "latency_p50_ms": 3.0, "latency_p99_ms": 9.0}
+        inference |= {"frames_total": 20.0 * i, "deadletters": 0.0, "queue_depth": 0.0}
+        bridge = {"queue_depth": 5.0 - i, "oldest_age_s": 0.5, "dropped": 0.0, "sink_errors": float(i // 2)}
+        bridge |= {"stored": 100.0 * i, "messages_per_s": 4.0}
+        for node, role, values in (("infer-1", NodeRole.INFERENCE, inference), ("bridge", NodeRole.BRIDGE, bridge)):
+            line = line_protocol.node_metrics_line(NodeMetrics(node_id=node, role=role, ts_ns=ts, values=values))
+            assert line is not None
+            lines.append(line)
+    lines.append(
+        line_protocol.deadletter_line(
+            DeadLetter.for_payload(
+                component="inference",
+                reason="bad frame",
+                topic="thermo/v1/dev-01/frame",
+                payload=b"x",
+                ts_ns=start,
+                device_id=DEVICE,
+            )
+        )
+    )
+    return lines
+
+
+def grafana_expand(query: str, variables: dict[str, str], *, interval_s: int = 10) -> str:
+    """Grafana's macro expansion for raw InfluxQL (time range: the last hour)."""
+    now_ms = time.time_ns() // 10**6
+    q = query.replace("$timeFilter", f"time >= {now_ms - 3_600_000}ms and time <= {now_ms}ms")
+    q = q.replace("$__interval_ms", str(interval_s * 1000)).replace("$__interval", f"{interval_s}s")
+    for name, value in variables.items():
+        q = q.replace(f"${name}", value)
+    assert not re.search(r"\$[A-Za-z_{]", q), f"unexpanded macro in {q}"
+    return q
+
+
+ALL = {"device": ".*", "patient": ".*", "session": ".*"}
+SELECTED = {"device": DEVICE, "patient": PATIENT, "session": SESSION}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in GENERATED_DIR.glob("*.json")))
+@pytest.mark.parametrize("variables", [ALL, SELECTED], ids=["all", "selected"])
+def test_every_query_runs_and_returns_data(influx: Influx, name: str, variables: dict[str, str]) -> None:
+    data = json.loads((GENERATED_DIR / name).read_text())
+    empty = []
+    for where, query in iter_queries(data):
+        result = influx.query(grafana_expand(query, variables))
+        if not result.get("series"):
+            empty.append(where)
+    assert empty == [], f"queries without data: {empty}"
+
+
+def test_doctor_panels_show_the_session(influx: Influx) -> None:
+    data = json.loads((GENERATED_DIR / "doctor.json").read_text())
+    queries = {where: q for where, q in iter_queries(data)}
+
+    frame = influx.query(grafana_expand(queries["panel 'Latest thermal frame (24 x 32, C)' target A"], SELECTED))
+    rows = {s["tags"]["row"]: s for s in frame["series"]}
+    assert sorted(rows) == [f"{r:02d}" for r in range(24)]
+    assert all(len(s["values"][0]) == 1 + 32 for s in rows.values())  # time + 32 columns
+
+    sessions = influx.query(grafana_expand(queries["panel 'Sessions and verdicts' target A"], SELECTED))
+    (series,) = sessions["series"]
+    row = dict(zip(series["columns"], series["values"][0], strict=True))
+    assert series["tags"] == {"patient_ref": PATIENT, "device_id": DEVICE, "session_id": SESSION}
+    assert row["verdict"] == 1.0 and row["frames"] == 16.0 and row["probability"] == pytest.approx(0.58)
+
+    flagged = influx.query(grafana_expand(queries["panel 'Flagged for clinical follow-up' target A"], ALL))
+    assert flagged["series"][0]["values"][0][1] == 1.0
+
+    devices = influx.query(grafana_expand(queries["variable 'patient'"], ALL))
+    assert devices["series"][0]["values"] == [["patient_ref", PATIENT]]

@@ -1,0 +1,104 @@
+"""Writes a real bridge archive (through `cloud_bridge.archive.Archive`) with synthetic sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cloud_bridge.archive import Archive, ArchivedFrame, VerdictRecord, compress_centi
+from cloud_bridge.session_rule import RULE_NAME, combine
+from sensor_node.mlx_emulation import block_average
+from sensor_node.synthetic_scene import synthetic_thermograms
+
+START_NS = 1_760_000_000_000_000_000
+MODEL = "thermal-cnn-test-1"
+THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    session_id: str
+    patient_ref: str
+    device_id: str
+    probabilities: tuple[float, ...]
+    with_verdict: bool = True
+    with_frames: bool = True
+
+
+def write_archive(path: Path, specs: list[SessionSpec], *, seed: int = 7) -> None:
+    scenes = synthetic_thermograms(len(specs), seed=seed)["temperature_centi_c"]
+    with Archive(path, readonly=False) as archive:
+        for i, spec in enumerate(specs):
+            start = START_NS + i * 600 * 10**9
+            frame_c = block_average(scenes[i].astype(np.float32) / 100.0)
+            rng = np.random.default_rng(seed + i)
+            archive.put_session_start(
+                session_id=spec.session_id, device_id=spec.device_id, patient_ref=spec.patient_ref, started_ns=start
+            )
+            verdicts, frames = [], []
+            for seq, p in enumerate(spec.probabilities):
+                capture = start + (seq + 1) * 500_000_000
+                noisy = frame_c + rng.normal(0, 0.1, frame_c.shape).astype(np.float32)
+                frames.append(
+                    ArchivedFrame(
+                        device_id=spec.device_id,
+                        seq=seq,
+                        session_id=spec.session_id,
+                        patient_ref=spec.patient_ref,
+                        capture_ns=capture,
+                        rows=24,
+                        cols=32,
+                        ambient_c=24.0,
+                        centi_zlib=compress_centi(np.round(noisy * 100).astype(np.int16)),
+                    )
+                )
+                verdicts.append(
+                    VerdictRecord(
+                        device_id=spec.device_id,
+                        seq=seq,
+                        session_id=spec.session_id,
+                        patient_ref=spec.patient_ref,
+                        capture_ns=capture,
+                        probability=p,
+                        flagged=p >= THRESHOLD,
+                        threshold=THRESHOLD,
+                        model_version=MODEL,
+                        node_id="infer-1",
+                        latency_ms=3.0,
+                    )
+                )
+            if spec.with_frames:
+                archive.put_frames(frames)
+            end = start + (len(spec.probabilities) + 1) * 500_000_000
+            archive.put_session_end(
+                session_id=spec.session_id,
+                device_id=spec.device_id,
+                patient_ref=spec.patient_ref,
+                ended_ns=end,
+                frames_reported=len(spec.probabilities),
+                end_reason="card",
+            )
+            if spec.with_verdict:
+                archive.put_verdicts(verdicts)
+                combined = combine(verdicts)
+                assert combined is not None
+                archive.put_session_verdict(
+                    session_id=spec.session_id,
+                    device_id=spec.device_id,
+                    patient_ref=spec.patient_ref,
+                    frames=combined.frames,
+                    probability=combined.probability,
+                    flagged=combined.flagged,
+                    threshold=combined.threshold,
+                    rule=RULE_NAME,
+                    model_version=combined.model_version,
+                    verdict_ns=end + 10**9,
+                )
+        archive.commit()
+
+
+FLAGGED = SessionSpec("a" * 32, "0123456789abcdef", "dev-01", tuple(0.55 + 0.3 * (i % 5) / 5 for i in range(20)))
+CLEAR = SessionSpec("b" * 32, "fedcba9876543210", "dev-02", tuple(0.05 + 0.2 * (i % 4) / 4 for i in range(16)))
+PENDING = SessionSpec("c" * 32, "00112233445566ff", "dev-01", (0.4,) * 4, with_verdict=False, with_frames=False)

@@ -1,0 +1,144 @@
+"""`thermoscreen report`: the HTML a doctor opens, checked in real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloud_bridge.archive import Archive
+from cloud_bridge.report import (
+    DISCLAIMER,
+    VERDICT_CLEAR,
+    VERDICT_FLAGGED,
+    VERDICT_PENDING,
+    load_sessions,
+    render_html,
+)
+from tests.report.archive_factory import CLEAR, FLAGGED, MODEL, PENDING, write_archive
+from tests.report.browser import find_chromium, load_page
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = find_chromium()
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (scripts/system-deps.sh installs it on Debian)"
+)
+
+
+def run_report(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "thermoscreen", "report", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def archive_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("archive") / "archive.sqlite"
+    write_archive(path, [FLAGGED, CLEAR, PENDING])
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_report(archive_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    result = run_report("--all", "--archive", str(archive_path), "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "report": str(out),
+        "sessions": [PENDING.session_id, CLEAR.session_id, FLAGGED.session_id],
+    }
+    return out
+
+
+def test_single_session_report_content(archive_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "one.html"
+    result = run_report("--session", FLAGGED.session_id, "--archive", str(archive_path), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert FLAGGED.patient_ref in text and FLAGGED.device_id in text
+    assert f"Session verdict: <strong>{VERDICT_FLAGGED}</strong>" in text
+    assert f"Session verdict: <strong>{VERDICT_CLEAR}</strong>" not in text
+    assert MODEL in text
+    assert text.count("Screening aid, not a diagnosis") + text.count("screening aid, not a diagnosis") >= 2
+    assert len(re.findall(r'src="data:image/png;base64,', text)) == 2
+    # Self-contained: nothing but data: URIs is referenced.
+    assert not re.search(r'(src|href)="(?!data:)', text)
+
+
+def test_session_verdict_wording(archive_path: Path) -> None:
+    with Archive(archive_path) as archive:
+        sessions = load_sessions(archive, [FLAGGED.session_id, CLEAR.session_id, PENDING.session_id])
+    assert [s.session.flagged for s in sessions] == [True, False, None]
+    text = render_html(sessions, generated_ns=0, archive_name="a.sqlite")
+    for wording in (VERDICT_FLAGGED, VERDICT_CLEAR, VERDICT_PENDING):
+        assert wording in text
+    assert "No frames of this session are in the archive." in text  # PENDING has neither frames nor verdicts
+
+
+def test_unknown_session_and_missing_archive_are_one_line_errors(archive_path: Path, tmp_path: Path) -> None:
+    result = run_report("--session", "d" * 32, "--archive", str(archive_path), "--out", str(tmp_path / "x.html"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"thermoscreen report: error: session {'d' * 32} is not in the archive {archive_path}"
+    ]
+    assert not (tmp_path / "x.html").exists()
+
+    result = run_report("--all", "--archive", str(tmp_path / "none.sqlite"), "--out", str(tmp_path / "x.html"))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "archive not found" in result.stderr
+
+    result = run_report("--session", "not-a-session", "--archive", str(archive_path))
+    assert result.returncode == 2
+    assert "invalid session id 'not-a-session'" in result.stderr
+
+    result = run_report("--all", "--archive", str(archive_path), "--out", str(tmp_path / "x.pdf"))
+    assert result.returncode == 2
+    assert "--out must be an .html file" in result.stderr
+
+
+@needs_chromium
+def test_report_renders_in_chromium(full_report: Path, tmp_path: Path) -> None:
+    assert CHROMIUM is not None
+    page = load_page(CHROMIUM, full_report, tmp_path / "profile")
+    (tmp_path / "report.png").write_bytes(page.screenshot)
+
+    assert page.errors == []
+    assert [u for u in page.requests if not u.startswith(("file:", "data:"))] == []
+    # FLAGGED and CLEAR have a heatmap and a probability plot each; PENDING has neither.
+    assert len(page.images) == 4
+    for image in page.images:
+        assert image["complete"] and image["scheme"] == "data"
+        assert image["width"] > 300 and image["height"] > 200, image
+    assert page.title.startswith("thermoscreen screening report")
+    assert DISCLAIMER.split(". ")[0] in page.text
+    assert VERDICT_FLAGGED in page.text and VERDICT_CLEAR in page.text
+    assert page.screenshot.startswith(b"\x89PNG")
+
+
+@needs_chromium
+def test_browser_check_sees_broken_pages(tmp_path: Path) -> None:
+    """The checker is not blind: a script error, a console error and a blocked external image show up."""
+    assert CHROMIUM is not None
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        '<!DOCTYPE html><html><head><meta http-equiv="Content-Security-Policy" '
+        "content=\"default-src 'none'; img-src data:; script-src 'unsafe-inline'\"></head><body>"
+        '<img src="http://127.0.0.1:9/x.png" alt="external">'
+        "<script>console.error('boom'); undefinedFunction();</script></body></html>"
+    )
+    page = load_page(CHROMIUM, bad, tmp_path / "profile")
+    assert page.images[0]["width"] == 0
+    joined = "\n".join(page.errors)
+    assert "boom" in joined
+    assert "undefinedFunction" in joined or "Uncaught" in joined
+    assert "Content Security Policy" in joined or "csp" in joined.lower()
