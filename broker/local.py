@@ -16,6 +16,11 @@ from typing import IO
 from broker.mosquitto_conf import render_dev_config
 
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+#: What Mosquitto logs (log_type information) when SIGHUP makes it re-read its files.
+RELOAD_LOG_LINE = "Reloading config."
+#: Logged (log_type information) at the start, and once the signal handlers are installed.
+STARTING_LOG_LINE = " starting\n"
+RUNNING_LOG_LINE = " running\n"
 
 
 class BrokerStartError(RuntimeError):
@@ -92,6 +97,7 @@ class LocalMosquitto:
 
     def start(self, timeout: float = 10.0) -> LocalMosquitto:
         binary = find_mosquitto()
+        starts = self.log_count(STARTING_LOG_LINE)
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self._log_file = log
         self._proc = subprocess.Popen(
@@ -103,6 +109,10 @@ class LocalMosquitto:
         try:
             for port in self.ports:
                 wait_for_port("127.0.0.1", port, timeout, self._proc)
+            # Mosquitto listens before it installs its signal handlers; a SIGHUP in between
+            # would kill it. Where the config logs `information`, wait for "running" too.
+            if self.log_count(STARTING_LOG_LINE) > starts:
+                self.wait_for_log(RUNNING_LOG_LINE, starts + 1, timeout)
         except BrokerStartError as exc:
             self.stop()
             tail = self.log_tail()
@@ -143,6 +153,36 @@ class LocalMosquitto:
         """SIGHUP: re-read password and ACL files."""
         if self._proc is not None:
             self._proc.send_signal(signal.SIGHUP)
+
+    def reload_and_wait(self, timeout: float = 10.0) -> None:
+        """SIGHUP, then block until the broker logged that it reloaded.
+
+        Mosquitto logs "Reloading config." (log_type information) in the loop iteration that
+        re-reads the files, so any connection made after this returns meets the new files.
+        Needs a config that logs `information` (the provisioned one does; the dev one does not).
+        """
+        if self._proc is None:
+            raise BrokerStartError("mosquitto is not running")
+        before = self.log_count(RELOAD_LOG_LINE)
+        self._proc.send_signal(signal.SIGHUP)
+        self.wait_for_log(RELOAD_LOG_LINE, before + 1, timeout)
+
+    def log_count(self, needle: str) -> int:
+        """How many times `needle` appears in the broker's log so far."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace").count(needle)
+        except OSError:
+            return 0
+
+    def wait_for_log(self, needle: str, count: int = 1, timeout: float = 10.0) -> None:
+        """Block until `needle` appears `count` times in the broker's log, or raise."""
+        deadline = time.monotonic() + timeout
+        while self.log_count(needle) < count:
+            if time.monotonic() > deadline:
+                raise BrokerStartError(
+                    f"mosquitto did not log {needle!r} within {timeout:.0f} s; log: {self.log_tail()}"
+                )
+            time.sleep(0.02)
 
     def restart(self, timeout: float = 10.0) -> None:
         self.stop()
