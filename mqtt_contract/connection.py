@@ -226,6 +226,9 @@ class MqttConnection:
         self.settings = settings
         self.client_id = client_id or settings.client_id or f"thermoscreen-{os.getpid()}-{time.monotonic_ns()}"
         self.connected = threading.Event()
+        #: Set once every subscription has been (re)acknowledged after the latest connect.
+        self.subscribed = threading.Event()
+        self._resub_mids: set[int] = set()
         self.last_connect_error: str | None = None
         self.connect_count = 0
         self._manual_ack = manual_ack
@@ -377,12 +380,18 @@ class MqttConnection:
             log.warning("MQTT connect to %s refused: %s", self.settings.url, reason_code)
             return
         with self._lock:
+            self.subscribed.clear()
+            self._resub_mids.clear()
             for sub in self._subs:
                 if sub.active:
                     rc, mid = client.subscribe(sub.topic_filter, qos=sub.qos)
+                    if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                        self._resub_mids.add(mid)
                     if sub.first_receipt is not None and rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
                         self._pending_sub[mid] = sub.first_receipt
                         sub.first_receipt = None
+            if not self._resub_mids:
+                self.subscribed.set()
         self.connect_count += 1
         self.last_connect_error = None
         self.connected.set()
@@ -398,6 +407,7 @@ class MqttConnection:
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if not self._stopping:
             refused = (self.last_connect_error or "").startswith("broker refused")
             if getattr(reason_code, "is_failure", False) and not refused:
@@ -416,6 +426,10 @@ class MqttConnection:
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         with self._lock:
+            if mid in self._resub_mids:
+                self._resub_mids.discard(mid)
+                if not self._resub_mids:
+                    self.subscribed.set()
             receipt = self._pending_sub.pop(mid, None)
         if receipt is not None:
             receipt._complete([int(getattr(rc, "value", rc)) for rc in reason_codes])

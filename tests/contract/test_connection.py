@@ -143,6 +143,7 @@ def test_reconnects_and_resubscribes_after_broker_restart(mosquitto: LocalMosqui
             while conn.connect_count < 2 and time.monotonic() < deadline:
                 conn.connected.wait(0.1)
             assert conn.connect_count >= 2, "client did not reconnect"
+        assert sub.subscribed.wait(5), "subscription not renewed after reconnect"
         # the subscription was renewed on reconnect: a message published now arrives
         assert pub.publish("thermo/v1/pi-3/rfid", b"after-restart").wait(5)
         (msg,) = got.wait_for(1)
@@ -153,17 +154,21 @@ def test_reconnects_and_resubscribes_after_broker_restart(mosquitto: LocalMosqui
 
 
 def test_qos1_publish_while_broker_down_is_delivered_after_restart(mosquitto: LocalMosquitto) -> None:
-    fast = MqttSettings(url=mosquitto.url, reconnect_min_s=0.1, reconnect_max_s=0.5)
+    fast = MqttSettings(url=mosquitto.url, reconnect_min_s=0.1, reconnect_max_s=0.2)
     sub = MqttConnection(fast, client_id="durable-sub").start()
     got = Collector()
     assert sub.subscribe("thermo/v1/pi-4/frame", got).wait(5)
-    pub = MqttConnection(fast).start()
+    # The publisher comes back a second later than the subscriber, so the subscription is
+    # renewed on the fresh (non-persistent) broker before the queued message is sent.
+    slow = MqttSettings(url=mosquitto.url, reconnect_min_s=1.5, reconnect_max_s=1.5)
+    pub = MqttConnection(slow).start()
     try:
         mosquitto.stop()
         pub.connected.clear()
         receipt = pub.publish("thermo/v1/pi-4/frame", b"queued", qos=1)
         assert not receipt.done
         mosquitto.start()
+        assert sub.subscribed.wait(10), "subscriber did not renew its subscription"
         assert receipt.wait(15), "queued QoS 1 publish never acknowledged after restart"
         assert got.wait_for(1)[0].payload == b"queued"
     finally:
