@@ -1,0 +1,111 @@
+"""`thermoscreen train` and `thermoscreen evaluate` as a user runs them: real processes, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tests.training.conftest import TrainedThermal
+
+REQUIRED_KEYS = {
+    "auc",
+    "auc_protocol0",
+    "accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "balanced_accuracy",
+    "n",
+    "int8_agreement",
+}
+
+
+def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "thermoscreen", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_evaluate_prints_one_json_object_without_tensorflow(
+    trained_thermal: TrainedThermal, synthetic_npz: Path
+) -> None:
+    out = run_cli("evaluate", "--model", str(trained_thermal.model_dir), "--data", str(synthetic_npz), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)  # exactly one object: json.loads rejects trailing data
+    assert set(result) >= REQUIRED_KEYS
+    assert result["n"] == 30 and 0.0 <= result["auc"] <= 1.0 and 0.0 <= result["int8_agreement"] <= 1.0
+    assert result["auc_protocol0"] == result["auc"]  # synthetic frames are all protocol 0
+    probe = (
+        "import sys; from training.evaluation import evaluate_thermal_model; "
+        f"evaluate_thermal_model({str(trained_thermal.model_dir)!r}, {str(synthetic_npz)!r}); "
+        "print('tensorflow' in sys.modules)"
+    )
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert imported.stdout.strip() == "False"  # LiteRT, not Keras
+
+
+def test_evaluate_protocol0_auc_is_null_without_both_classes(trained_thermal: TrainedThermal, tmp_path: Path) -> None:
+    from sensor_node.synthetic_scene import synthetic_thermograms
+
+    arrays = synthetic_thermograms(10, height=48, width=64, seed=9)
+    arrays["dynamic_protocol"] = (arrays["label"] == 1).astype(np.uint8)  # every sick frame is dynamic
+    np.savez(tmp_path / "confounded.npz", **arrays)  # type: ignore[arg-type]
+    out = run_cli(
+        "evaluate", "--model", str(trained_thermal.model_dir), "--data", str(tmp_path / "confounded.npz"), "--json"
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["auc_protocol0"] is None and result["n"] == 10
+
+
+def test_train_thermal_cli_shows_progress_and_writes_a_loadable_model(synthetic_npz: Path, tmp_path: Path) -> None:
+    out = run_cli(
+        "train",
+        "thermal",
+        "--data",
+        str(synthetic_npz),
+        "--out",
+        str(tmp_path / "m"),
+        "--no-cv",
+        "--epochs",
+        "2",
+        "--seed",
+        "3",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "[final] epoch 1/2" in out.stderr and "[final] epoch 2/2" in out.stderr
+    assert out.stdout == ""
+    assert {p.name for p in (tmp_path / "m").iterdir()} >= {
+        "model.tflite",
+        "model_int8.tflite",
+        "manifest.json",
+        "model_report.md",
+        "model_report.json",
+    }
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert "no cross-validation" in manifest["threshold_rule"]
+    assert manifest["provenance"]["command"].startswith("thermoscreen train thermal --data")
+
+
+def test_bad_paths_and_shapes_give_one_line_errors(trained_thermal: TrainedThermal, tmp_path: Path) -> None:
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, temperature_centi_c=np.zeros((4, 10, 10), np.uint16), label=np.zeros(4, np.uint8))
+    cases = [
+        (("evaluate", "--model", str(tmp_path / "nomodel"), "--data", str(flat), "--json"), "no such model directory"),
+        (("evaluate", "--model", str(trained_thermal.model_dir), "--data", str(tmp_path / "x.npz")), "no such"),
+        (("evaluate", "--model", str(trained_thermal.model_dir), "--data", str(flat)), "smaller than the sensor"),
+        (("evaluate", "--model", str(tmp_path), "--data", str(flat)), "no manifest.json"),
+        (("train", "thermal", "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "o")), "no such"),
+        (("train", "thermal", "--data", str(flat), "--out", str(tmp_path / "o"), "--no-cv"), "smaller than the sensor"),
+        (("train", "idc", "--data", str(tmp_path / "nodir"), "--out", str(tmp_path / "o")), "no such IDC data"),
+    ]
+    for args, needle in cases:
+        out = run_cli(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        lines = [line for line in out.stderr.splitlines() if line.startswith("thermoscreen ")]
+        assert len(lines) == 1 and needle in lines[0] and ": error: " in lines[0], out.stderr
+        assert out.stdout == ""

@@ -1,0 +1,43 @@
+"""The model shipped in `models/thermal/`: loadable by the inference node, verified, small."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from inference_node.manifest import load_manifest
+from inference_node.preprocess import preprocess
+from sensor_node.synthetic_scene import synthetic_thermograms
+from training.litert_runner import TfliteModel
+from training.thermal_data import device_frames
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "thermal"
+
+
+def test_shipped_manifest_validates_with_sha256() -> None:
+    manifest = load_manifest(SHIPPED, verify=True)
+    assert manifest.task == "thermal_screening"
+    assert manifest.input_shape == [24, 32, 1] and manifest.labels == ["healthy", "sick"]
+    assert manifest.preprocessing.kind == "frame_standardize"
+    assert set(manifest.files) == {"float32", "int8"}
+    assert manifest.provenance["data_file"] == "dmr_ir.npz" and manifest.provenance["frames"] == 129
+    cv = manifest.metrics["cross_validation"]
+    assert cv["all"]["auc"]["mean"] is not None and cv["protocol0"]["auc"]["mean"] is not None
+
+
+def test_shipped_files_are_under_one_megabyte() -> None:
+    total = sum(p.stat().st_size for p in SHIPPED.iterdir() if p.is_file())
+    assert total < 1_000_000
+
+
+def test_shipped_model_runs_in_litert() -> None:
+    manifest = load_manifest(SHIPPED)
+    arrays = synthetic_thermograms(6, height=48, width=64, seed=2)
+    frames = device_frames(arrays["temperature_centi_c"].astype(np.float32) / 100.0, 0)
+    x = preprocess(frames, manifest.preprocessing)
+    for variant, entry in manifest.files.items():
+        model = TfliteModel(SHIPPED / entry.path)
+        assert model.input_dtype == (np.int8 if variant == "int8" else np.float32)
+        p = model.predict(x).ravel()
+        assert p.shape == (6,) and np.all((p >= 0.0) & (p <= 1.0))
