@@ -77,6 +77,7 @@ SESSION = Measurement(
         "probability": "session probability from the combination rule (end only)",
         "flagged": "1 if the session is flagged for follow-up (end only)",
         "threshold": "threshold used for the session verdict (end only)",
+        "verdict_frames": "frame verdicts combined into the session verdict (end only)",
     },
 )
 
@@ -118,6 +119,7 @@ NODE_METRICS = Measurement(
         "sink_errors": "bridge: failed sink writes (cumulative)",
         "stored": "bridge: items confirmed by all sinks (cumulative)",
         "messages_per_s": "bridge: messages received per second",
+        "points_written": "bridge: points written to InfluxDB (cumulative, rewrites included)",
     },
 )
 

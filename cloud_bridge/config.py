@@ -1,0 +1,144 @@
+"""The bridge's configuration file (`bridge.example.toml` documents every key).
+
+Secrets never live here: the Influx token comes from the environment variable named by
+`influx.token_env` or from `influx.token_file`; Firebase credentials from
+`firestore.credentials_file` or GOOGLE_APPLICATION_CREDENTIALS (or anonymous against the
+emulator when FIRESTORE_EMULATOR_HOST is set); the MQTT password from `mqtt.password_env`
+or `mqtt.password_file`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mqtt_contract.connection import MqttSettings
+from mqtt_contract.settings_file import load_toml_model, validate_model
+
+#: The bridge needs a persistent MQTT session so the broker keeps messages while it is down.
+BRIDGE_MQTT_DEFAULTS: dict[str, Any] = {
+    "client_id": "thermoscreen-bridge",
+    "clean_start": False,
+    "session_expiry_s": 7 * 24 * 3600,
+    "qos": 1,
+    "max_inflight": 1000,
+}
+
+
+class QueueSettings(BaseModel):
+    """The on-disk queue between MQTT and the sinks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Path("thermoscreen-data/bridge-queue.sqlite")
+    #: Items kept at most (all sinks together); beyond it `drop_policy` applies and drops are counted.
+    max_items: int = Field(default=2_000_000, ge=100)
+    drop_policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    #: FULL: a commit survives power loss before the broker is told to forget the message.
+    synchronous: Literal["full", "normal"] = "full"
+    #: Most MQTT messages committed (and then acknowledged) in one transaction.
+    ingest_batch: int = Field(default=2000, ge=1, le=100_000)
+
+
+class SinkRetry(BaseModel):
+    """Batch size and exponential back-off of one sink."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_items: int = Field(default=500, ge=1, le=50_000)
+    backoff_min_s: float = Field(default=0.2, gt=0)
+    backoff_max_s: float = Field(default=10.0, gt=0)
+
+
+class ArchiveSettings(SinkRetry):
+    """The local SQLite archive: always on; the default store without Influx or Firebase."""
+
+    path: Path = Path("thermoscreen-data/archive.sqlite")
+    store_frames: bool = True
+    batch_items: int = Field(default=2000, ge=1, le=50_000)
+
+
+class InfluxSettings(SinkRetry):
+    """InfluxDB v2 write API (synchronous writes). VictoriaMetrics accepts the same API."""
+
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8086"
+    org: str = "thermoscreen"
+    bucket: str = "thermoscreen"
+    token_env: str = "INFLUX_TOKEN"
+    token_file: Path | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+    #: Pixel rows (`frame_row`) are written for frames whose seq is a multiple of this; 0 = never.
+    frame_rows_every: int = Field(default=8, ge=0)
+    batch_items: int = Field(default=1000, ge=1, le=50_000)
+
+    def resolve_token(self) -> str | None:
+        """The token from `token_file` or the environment; None lets servers without auth work."""
+        if self.token_file is not None:
+            try:
+                return self.token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read Influx token file {self.token_file}: {exc.strerror}") from None
+        return os.environ.get(self.token_env) or None
+
+
+class FirestoreSettings(SinkRetry):
+    """Firestore through firebase-admin: patients, sessions and frames (with their verdicts)."""
+
+    enabled: bool = False
+    project_id: str | None = None
+    database: str | None = None
+    credentials_file: Path | None = None
+    store_frames: bool = True
+    batch_items: int = Field(default=400, ge=1, le=500)
+
+
+class SessionSettings(BaseModel):
+    """When a session verdict is computed after `session_end`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Wait this long after session_end for late verdicts (unless all reported frames are in).
+    grace_s: float = Field(default=5.0, ge=0)
+    #: A session with no verdict at all after this long is closed without a verdict.
+    max_wait_s: float = Field(default=120.0, ge=0)
+
+
+class BridgeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: str = Field(default="bridge", pattern=r"^[a-z0-9-]{1,32}$")
+    metrics_interval_s: float = Field(default=5.0, gt=0)
+    #: On shutdown, let sinks drain for at most this long.
+    shutdown_drain_s: float = Field(default=5.0, ge=0)
+
+
+class BridgeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bridge: BridgeSettings = BridgeSettings()
+    mqtt: MqttSettings = MqttSettings(**BRIDGE_MQTT_DEFAULTS)
+    queue: QueueSettings = QueueSettings()
+    archive: ArchiveSettings = ArchiveSettings()
+    influx: InfluxSettings = InfluxSettings()
+    firestore: FirestoreSettings = FirestoreSettings()
+    sessions: SessionSettings = SessionSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bridge_mqtt_defaults(cls, data: Any) -> Any:
+        """A partial `[mqtt]` table keeps the bridge's persistent-session defaults."""
+        if isinstance(data, dict) and isinstance(data.get("mqtt"), dict):
+            data = dict(data)
+            data["mqtt"] = {**BRIDGE_MQTT_DEFAULTS, **data["mqtt"]}
+        return data
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> BridgeConfig:
+    """The config file at `path` (or the defaults) with dotted-key CLI overrides applied."""
+    if path is None:
+        return validate_model({}, BridgeConfig, source="<defaults>", overrides=overrides)
+    return load_toml_model(path, BridgeConfig, overrides=overrides)

@@ -1,0 +1,316 @@
+"""The bridge's on-disk queue: SQLite in WAL mode, one row per message, one cursor per sink.
+
+Why this shape: the broker is told to forget a message (PUBACK) only after the message is
+committed here, so the commit must be durable; `synchronous=FULL` fsyncs the WAL on every
+commit, which survives power loss and OS crashes (NORMAL would survive only a process crash,
+yet the broker would already have dropped the message). The fsync cost is paid once per
+ingest batch (group commit), not once per message.
+
+Each sink drains the queue in id order and owns a cursor (the last id it confirmed); an item
+leaves the queue when every sink's cursor passed it. Ids use AUTOINCREMENT so they are never
+reused (a reused id below a cursor would be skipped). The queue is bounded by `max_items`:
+`drop_oldest` moves every cursor past the oldest items and deletes them, `drop_newest`
+refuses new items; either way the drops are counted and persisted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL,
+    topic       TEXT NOT NULL,
+    payload     BLOB NOT NULL,
+    received_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, position INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+DropPolicy = Literal["drop_oldest", "drop_newest"]
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """A validated message about to be queued."""
+
+    kind: str
+    topic: str
+    payload: bytes
+    received_ns: int
+
+
+@dataclass(frozen=True)
+class QueuedItem:
+    id: int
+    kind: str
+    topic: str
+    payload: bytes
+    received_ns: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Items for one sink; confirming it moves the sink's cursor to `end_id`."""
+
+    sink: str
+    items: list[QueuedItem]
+    end_id: int
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    depth: int
+    oldest_age_s: float
+    dropped: int
+    stored: int
+    sink_depth: dict[str, int] = field(default_factory=dict)
+
+
+class DurableQueue:
+    """Thread-safe: one writer connection behind a lock, a read connection per thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        sinks: Sequence[str],
+        *,
+        max_items: int = 2_000_000,
+        drop_policy: DropPolicy = "drop_oldest",
+        synchronous: Literal["full", "normal"] = "full",
+    ) -> None:
+        if not sinks:
+            raise ValueError("the queue needs at least one sink")
+        self.path = Path(path)
+        self.max_items = max_items
+        self.drop_policy = drop_policy
+        self._synchronous = synchronous.upper()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._new_data = threading.Condition(self._lock)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._w = self._open()
+        self._w.executescript(_SCHEMA)
+        self._w.execute("BEGIN IMMEDIATE")
+        # Sinks no longer configured would hold items forever: forget their cursors.
+        marks = ",".join("?" for _ in sinks)
+        self._w.execute(f"DELETE FROM cursors WHERE sink NOT IN ({marks})", tuple(sinks))
+        for sink in sinks:
+            self._w.execute("INSERT OR IGNORE INTO cursors (sink, position) VALUES (?, 0)", (sink,))
+        self._w.execute("COMMIT")
+        self._cursors: dict[str, int] = dict(self._w.execute("SELECT sink, position FROM cursors").fetchall())
+        self._last_id = int(self._w.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()[0])
+        seq_row = self._w.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
+        self._last_id = max(self._last_id, int(seq_row[0]) if seq_row else 0)
+        counters = dict(self._w.execute("SELECT name, value FROM counters").fetchall())
+        self._dropped = int(counters.get("dropped", 0))
+        self._stored = int(counters.get("stored", 0))
+        self._closed = False
+        self._purge_locked()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.DatabaseError as exc:
+            raise RuntimeError(f"{self.path}: cannot open the bridge queue: {exc}") from None
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open()
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
+
+    @property
+    def sinks(self) -> list[str]:
+        return sorted(self._cursors)
+
+    # -- writing ---------------------------------------------------------------------------
+    def append(self, items: Sequence[NewItem]) -> int:
+        """Commit `items` durably (one transaction); returns how many were dropped by the limit."""
+        if not items:
+            return 0
+        with self._lock:
+            dropped = 0
+            rows = list(items)
+            self._w.execute(f"PRAGMA synchronous={self._synchronous}")
+            depth = self._last_id - min(self._cursors.values())
+            excess = depth + len(rows) - self.max_items
+            self._w.execute("BEGIN IMMEDIATE")
+            try:
+                if excess > 0 and self.drop_policy == "drop_newest":
+                    keep = max(0, len(rows) - excess)
+                    dropped = len(rows) - keep
+                    rows = rows[:keep]
+                elif excess > 0:
+                    dropped = self._drop_oldest_locked(excess)
+                if rows:
+                    self._w.executemany(
+                        "INSERT INTO items (kind, topic, payload, received_ns) VALUES (?, ?, ?, ?)",
+                        [(r.kind, r.topic, r.payload, r.received_ns) for r in rows],
+                    )
+                if dropped:
+                    self._bump_locked("dropped", dropped)
+                self._w.execute("COMMIT")
+            except BaseException:
+                self._w.execute("ROLLBACK")
+                raise
+            self._last_id = int(self._w.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()[0])
+            self._dropped += dropped
+            self._new_data.notify_all()
+            return dropped
+
+    def _drop_oldest_locked(self, count: int) -> int:
+        """Inside a transaction: move every cursor past the `count` oldest items and delete them."""
+        floor = min(self._cursors.values())
+        new_floor = min(floor + count, self._last_id)
+        if new_floor <= floor:
+            return 0
+        self._w.execute("UPDATE cursors SET position = MAX(position, ?)", (new_floor,))
+        self._w.execute("DELETE FROM items WHERE id <= ?", (new_floor,))
+        for sink, pos in self._cursors.items():
+            self._cursors[sink] = max(pos, new_floor)
+        return new_floor - floor
+
+    def _bump_locked(self, name: str, delta: int) -> None:
+        self._w.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + ?",
+            (name, delta, delta),
+        )
+
+    # -- draining --------------------------------------------------------------------------
+    def read(self, sink: str, *, max_items: int, kinds: Iterable[str] | None = None) -> Batch:
+        """The next items for `sink` after its cursor (only `kinds` if given), oldest first."""
+        with self._lock:
+            cursor = self._cursors[sink]
+        conn = self._reader()
+        kind_list = sorted(kinds) if kinds is not None else None
+        conn.execute("BEGIN")
+        try:
+            end = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()[0])
+            if kind_list is None:
+                rows = conn.execute(
+                    "SELECT id, kind, topic, payload, received_ns FROM items WHERE id > ? ORDER BY id LIMIT ?",
+                    (cursor, max_items),
+                ).fetchall()
+            else:
+                marks = ",".join("?" for _ in kind_list)
+                rows = conn.execute(
+                    f"SELECT id, kind, topic, payload, received_ns FROM items WHERE id > ? AND kind IN ({marks}) "
+                    "ORDER BY id LIMIT ?",
+                    (cursor, *kind_list, max_items),
+                ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        items = [QueuedItem(int(r[0]), str(r[1]), str(r[2]), bytes(r[3]), int(r[4])) for r in rows]
+        end_id = items[-1].id if len(items) >= max_items else max(end, cursor)
+        return Batch(sink, items, end_id)
+
+    def confirm(self, batch: Batch) -> None:
+        """The sink stored `batch`: move its cursor and delete items every sink has passed."""
+        with self._lock:
+            if batch.end_id <= self._cursors[batch.sink]:
+                return
+            cursors = dict(self._cursors)
+            cursors[batch.sink] = batch.end_id
+            floor = min(cursors.values())
+            # A lost cursor update only re-sends items to an idempotent sink: no fsync needed here
+            # (the next FULL commit of `append` makes it durable anyway).
+            self._w.execute("PRAGMA synchronous=NORMAL")
+            self._w.execute("BEGIN IMMEDIATE")
+            try:
+                self._w.execute(
+                    "UPDATE cursors SET position = MAX(position, ?) WHERE sink = ?", (batch.end_id, batch.sink)
+                )
+                deleted = max(0, self._w.execute("DELETE FROM items WHERE id <= ?", (floor,)).rowcount)
+                if deleted:
+                    self._bump_locked("stored", deleted)
+                self._w.execute("COMMIT")
+            except BaseException:
+                self._w.execute("ROLLBACK")
+                raise
+            self._cursors = cursors
+            self._stored += deleted
+            self._new_data.notify_all()
+
+    def _purge_locked(self) -> None:
+        floor = min(self._cursors.values())
+        self._w.execute("PRAGMA synchronous=NORMAL")
+        self._w.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = max(0, self._w.execute("DELETE FROM items WHERE id <= ?", (floor,)).rowcount)
+            if deleted:
+                self._bump_locked("stored", deleted)
+            self._w.execute("COMMIT")
+        except BaseException:
+            self._w.execute("ROLLBACK")
+            raise
+        self._stored += deleted
+
+    def wait_for_data(self, sink: str, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Block until there may be items after `sink`'s cursor, `stop` is set, or timeout."""
+        with self._new_data:
+            return self._new_data.wait_for(
+                lambda: self._last_id > self._cursors[sink] or self._closed or (stop is not None and stop.is_set()),
+                timeout,
+            )
+
+    def wake(self) -> None:
+        """Wake every waiter (so they see a stop flag at once)."""
+        with self._new_data:
+            self._new_data.notify_all()
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Block until every sink confirmed every item (or timeout); True if empty."""
+        with self._new_data:
+            return self._new_data.wait_for(
+                lambda: self._closed or self._last_id <= min(self._cursors.values()), timeout
+            )
+
+    # -- introspection ---------------------------------------------------------------------
+    def cursor(self, sink: str) -> int:
+        with self._lock:
+            return self._cursors[sink]
+
+    @property
+    def last_id(self) -> int:
+        with self._lock:
+            return self._last_id
+
+    def stats(self) -> QueueStats:
+        with self._lock:
+            floor = min(self._cursors.values())
+            depth = self._last_id - floor
+            sink_depth = {s: self._last_id - c for s, c in self._cursors.items()}
+            dropped, stored = self._dropped, self._stored
+        age = 0.0
+        if depth > 0:
+            row = self._reader().execute("SELECT received_ns FROM items WHERE id > ? ORDER BY id LIMIT 1", (floor,))
+            first = row.fetchone()
+            if first is not None:
+                age = max(0.0, (time.time_ns() - int(first[0])) / 1e9)
+        return QueueStats(depth=depth, oldest_age_s=age, dropped=dropped, stored=stored, sink_depth=sink_depth)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._new_data.notify_all()
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+            self._w.close()

@@ -1,0 +1,247 @@
+"""Writes patients, sessions and frames (with their verdicts) to Firestore via firebase-admin.
+
+Layout (document ids are derived from the data, so a retried batch rewrites the same
+documents instead of adding new ones; all writes are merges, so the frame and its verdict,
+which arrive separately, end up in one document):
+
+- `patients/{patient_ref}`: patient_ref, session_ids (array union), device_ids (array union)
+- `sessions/{session_id}`: device_id, patient_ref, started_ns, ended_ns, frames_reported,
+  end_reason, verdict {probability, flagged, threshold, rule, model_version, frames, ts_ns}
+- `frames/{device_id}-{seq:020d}`: device_id, seq, session_id, patient_ref, capture_ns,
+  rows, cols, ambient_c, temperatures (zlib of int16 little-endian centi-degrees C, row-major),
+  encoding, verdict {probability, label, flagged, threshold, model_version, node_id, latency_ms}
+
+Credentials: with FIRESTORE_EMULATOR_HOST set, anonymous (the emulator); else
+`firestore.credentials_file` (a service-account JSON), else Application Default Credentials
+(GOOGLE_APPLICATION_CREDENTIALS). Never from the config file itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from cloud_bridge.archive import compress_centi
+from cloud_bridge.config import FirestoreSettings
+from cloud_bridge.durable_queue import QueuedItem
+from cloud_bridge.records import Kind, SessionOutcome, decode_item
+from cloud_bridge.sink import PermanentSinkError, SinkError
+from mqtt_contract.errors import ContractError
+from mqtt_contract.frame import Frame
+from mqtt_contract.messages import RfidEvent, RfidEventKind, Verdict
+
+FIRESTORE_KINDS = frozenset({Kind.FRAME, Kind.VERDICT, Kind.RFID, Kind.SESSION_OUTCOME})
+#: Firestore allows at most 500 writes per batch commit.
+MAX_WRITES_PER_COMMIT = 500
+FRAME_ENCODING = "zlib-int16le-centi-c"
+EMULATOR_PROJECT = "demo-thermoscreen"
+_I64_MAX = 2**63 - 1
+_app_counter = itertools.count()
+
+
+def frame_doc_id(device_id: str, seq: int) -> str:
+    """The frame's document id: device and zero-padded sequence (sorts in capture order)."""
+    return f"{device_id}-{seq:020d}"
+
+
+def _int(value: int) -> int | str:
+    """Firestore integers are signed 64-bit; larger sequence numbers are stored as text."""
+    return value if value <= _I64_MAX else str(value)
+
+
+Write = tuple[str, str, dict[str, Any]]  # (collection, document id, merge data)
+
+
+def writes_for(kind: str, decoded: Any, *, store_frames: bool, array_union: Any) -> list[Write]:
+    """The merge writes for one queued item (pure: unit-testable without Firestore)."""
+    if isinstance(decoded, Frame):
+        if not store_frames:
+            return []
+        rows, cols = decoded.shape
+        return [
+            (
+                "frames",
+                frame_doc_id(decoded.device_id, decoded.seq),
+                {
+                    "device_id": decoded.device_id,
+                    "seq": _int(decoded.seq),
+                    "session_id": decoded.session_id,
+                    "patient_ref": decoded.patient_ref,
+                    "capture_ns": decoded.capture_ns,
+                    "rows": rows,
+                    "cols": cols,
+                    "ambient_c": decoded.ambient_c,
+                    "encoding": FRAME_ENCODING,
+                    "temperatures": compress_centi(decoded.centi),
+                },
+            )
+        ]
+    if isinstance(decoded, Verdict):
+        return [
+            (
+                "frames",
+                frame_doc_id(decoded.device_id, decoded.seq),
+                {
+                    "device_id": decoded.device_id,
+                    "seq": _int(decoded.seq),
+                    "session_id": decoded.session_id,
+                    "patient_ref": decoded.patient_ref,
+                    "capture_ns": decoded.capture_ns,
+                    "verdict": {
+                        "probability": decoded.probability,
+                        "label": decoded.label,
+                        "flagged": decoded.flagged,
+                        "threshold": decoded.threshold,
+                        "model_version": decoded.model_version,
+                        "node_id": decoded.node_id,
+                        "latency_ms": decoded.latency_ms,
+                    },
+                },
+            )
+        ]
+    if isinstance(decoded, RfidEvent):
+        session: dict[str, Any] = {"device_id": decoded.device_id, "patient_ref": decoded.patient_ref}
+        if decoded.event == RfidEventKind.SESSION_START:
+            session["started_ns"] = decoded.ts_ns
+        else:
+            session["ended_ns"] = decoded.ts_ns
+            session["frames_reported"] = decoded.frame_count
+            session["end_reason"] = None if decoded.reason is None else decoded.reason.value
+        patient = {
+            "patient_ref": decoded.patient_ref,
+            "session_ids": array_union([decoded.session_id]),
+            "device_ids": array_union([decoded.device_id]),
+        }
+        return [("sessions", decoded.session_id, session), ("patients", decoded.patient_ref, patient)]
+    if isinstance(decoded, SessionOutcome):
+        v = decoded.verdict
+        return [
+            (
+                "sessions",
+                v.session_id,
+                {
+                    "device_id": v.device_id,
+                    "patient_ref": v.patient_ref,
+                    "ended_ns": decoded.ended_ns,
+                    "verdict": {
+                        "probability": v.probability,
+                        "flagged": v.flagged,
+                        "threshold": v.threshold,
+                        "rule": v.rule,
+                        "model_version": v.model_version,
+                        "frames": v.frames,
+                        "ts_ns": v.ts_ns,
+                    },
+                },
+            )
+        ]
+    return []
+
+
+class FirestoreSink:
+    name = "firestore"
+    kinds: frozenset[str] | None = frozenset(FIRESTORE_KINDS)
+
+    def __init__(self, settings: FirestoreSettings) -> None:
+        import firebase_admin
+        from firebase_admin import firestore
+        from google.cloud.firestore_v1 import ArrayUnion
+
+        self.settings = settings
+        atexit.register(_close_shared_http_session)
+        options: dict[str, Any] = {}
+        project = settings.project_id
+        if os.environ.get("FIRESTORE_EMULATOR_HOST"):
+            project = project or EMULATOR_PROJECT
+        if project:
+            options["projectId"] = project
+        self._app = firebase_admin.initialize_app(
+            _credential(settings), options, name=f"thermoscreen-bridge-{os.getpid()}-{next(_app_counter)}"
+        )
+        try:
+            self._db = firestore.client(self._app, database_id=settings.database)
+        except ValueError as exc:
+            firebase_admin.delete_app(self._app)
+            raise ValueError(f"Firestore: {exc}") from None
+        self._array_union = ArrayUnion
+
+    @property
+    def client(self) -> Any:
+        return self._db
+
+    def write(self, items: Sequence[QueuedItem]) -> int:
+        from google.api_core import exceptions as gexc
+
+        writes: list[Write] = []
+        for item in items:
+            try:
+                decoded = decode_item(item.kind, item.payload)
+            except ContractError as exc:
+                raise PermanentSinkError(f"queued item {item.id} is corrupt: {exc}") from None
+            writes += writes_for(
+                item.kind, decoded, store_frames=self.settings.store_frames, array_union=self._array_union
+            )
+        try:
+            for start in range(0, len(writes), MAX_WRITES_PER_COMMIT):
+                batch = self._db.batch()
+                for collection, doc_id, data in writes[start : start + MAX_WRITES_PER_COMMIT]:
+                    batch.set(self._db.collection(collection).document(doc_id), data, merge=True)
+                batch.commit(timeout=30.0)
+        except (gexc.InvalidArgument, gexc.FailedPrecondition) as exc:
+            raise PermanentSinkError(f"Firestore refused the documents: {_short(exc)}") from None
+        except Exception as exc:
+            raise SinkError(f"Firestore write failed: {_short(exc)}") from None
+        return len(writes)
+
+    def close(self) -> None:
+        import firebase_admin
+
+        try:
+            self._db.close()
+        finally:
+            firebase_admin.delete_app(self._app)
+
+
+def _close_shared_http_session() -> None:
+    """firebase_admin keeps a module-level HTTP request object; finalised at interpreter exit
+    it fails noisily ("sys.meta_path is None"), so it is released while the interpreter is
+    still whole (atexit; nothing uses it after that)."""
+    from firebase_admin import credentials
+
+    with contextlib.suppress(Exception):
+        request, credentials._request = credentials._request, None
+        del request  # its __del__ runs now, with imports still working
+
+
+def _credential(settings: FirestoreSettings) -> Any:
+    from firebase_admin import credentials
+
+    if os.environ.get("FIRESTORE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        class _Anonymous(credentials.Base):  # type: ignore[misc]
+            """The emulator accepts anonymous requests (no real credentials exist there)."""
+
+            def get_credential(self) -> Any:
+                return AnonymousCredentials()  # type: ignore[no-untyped-call]
+
+        return _Anonymous()
+    if settings.credentials_file is not None:
+        try:
+            return credentials.Certificate(str(settings.credentials_file))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"Firestore credentials file {settings.credentials_file}: {_short(exc)}") from None
+    if not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+        raise ValueError(
+            "Firestore is enabled but has no credentials: set firestore.credentials_file, "
+            "GOOGLE_APPLICATION_CREDENTIALS, or FIRESTORE_EMULATOR_HOST for the emulator"
+        )
+    return credentials.ApplicationDefault()
+
+
+def _short(exc: object) -> str:
+    return " ".join(str(exc).split())[:200]

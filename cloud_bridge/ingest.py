@@ -1,0 +1,133 @@
+"""MQTT -> durable queue: validate, commit a group of messages, then acknowledge them.
+
+paho calls `handle` on its network thread; it only hands the message over. The ingest
+thread takes whatever has arrived (up to `batch` messages), validates each with the
+contract, commits the valid ones in one transaction, and only then sends the PUBACKs (in
+arrival order). Until then the broker still owns the message: if the bridge dies first, the
+broker redelivers it to the persistent session. Malformed messages are acknowledged too
+(they can never become valid) after a dead letter with the reason was published.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as stdqueue
+import threading
+import time
+from collections.abc import Callable
+
+from cloud_bridge.durable_queue import DurableQueue, NewItem
+from cloud_bridge.records import Accepted, classify
+from mqtt_contract.connection import Message
+from mqtt_contract.messages import DeadLetter
+
+log = logging.getLogger(__name__)
+
+PublishDeadLetter = Callable[[DeadLetter], None]
+
+
+class Ingest:
+    def __init__(
+        self, queue: DurableQueue, *, component: str, batch: int, publish_deadletter: PublishDeadLetter
+    ) -> None:
+        self._queue = queue
+        self._component = component
+        self._batch = batch
+        self._publish_deadletter = publish_deadletter
+        self._inbox: stdqueue.SimpleQueue[Message] = stdqueue.SimpleQueue()
+        self._accepting = True
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.received = 0
+        self.queued = 0
+        self.deadletters = 0
+        self.rejected_silently = 0
+        self.dropped = 0
+        self._last_letter_ns = 0
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+
+    def start(self) -> Ingest:
+        self._thread.start()
+        return self
+
+    def handle(self, message: Message) -> None:
+        """paho's network thread: hand over and return at once."""
+        if self._accepting:
+            self._inbox.put(message)
+
+    def close_and_flush(self, timeout: float = 10.0) -> None:
+        """Stop taking messages (unacknowledged ones stay with the broker) and commit the inbox."""
+        self._accepting = False
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _take(self) -> list[Message]:
+        try:
+            first = self._inbox.get(timeout=0.2)
+        except stdqueue.Empty:
+            return []
+        batch = [first]
+        while len(batch) < self._batch:
+            try:
+                batch.append(self._inbox.get_nowait())
+            except stdqueue.Empty:
+                break
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                if self._stop.is_set():
+                    return
+                continue
+            self._process(batch)
+
+    def _process(self, batch: list[Message]) -> None:
+        now = time.time_ns()
+        items: list[NewItem] = []
+        letters: list[DeadLetter] = []
+        silent = 0
+        for message in batch:
+            result = classify(message.topic, message.payload)
+            if isinstance(result, Accepted):
+                items.append(NewItem(result.kind.value, message.topic, message.payload, now))
+            elif result.dead_letter:
+                # Each dead letter gets its own millisecond: stored as points, two letters with
+                # the same tags and timestamp would overwrite each other.
+                self._last_letter_ns = max(now, self._last_letter_ns + 1_000_000)
+                letters.append(
+                    DeadLetter.for_payload(
+                        component=self._component,
+                        reason=result.reason,
+                        topic=message.topic,
+                        payload=message.payload,
+                        ts_ns=self._last_letter_ns,
+                        device_id=result.device_id,
+                    )
+                )
+                log.info("dead letter for %s: %s", message.topic, result.reason)
+            else:
+                silent += 1
+                log.warning("ignored a malformed message on %s: %s", message.topic, result.reason)
+        failures = 0
+        while True:
+            try:
+                dropped = self._queue.append(items)
+                break
+            except Exception as exc:
+                # Nothing is acknowledged: keep retrying (the broker still holds every message).
+                failures += 1
+                log.error("cannot commit %d messages to the queue (try %d): %s", len(items), failures, exc)
+                if self._stop.wait(min(5.0, 0.1 * 2**failures)) and failures > 3:
+                    return
+        for letter in letters:
+            self._publish_deadletter(letter)
+        for message in batch:
+            message.ack()
+        with self._lock:
+            self.received += len(batch)
+            self.queued += len(items) - dropped
+            self.dropped += dropped
+            self.deadletters += len(letters)
+            self.rejected_silently += silent

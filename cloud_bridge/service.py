@@ -1,0 +1,255 @@
+"""The bridge process: one MQTT connection, the durable queue, its sinks and the session tracker.
+
+Start order matters: queue and sinks first (so anything received can be stored), then the
+MQTT connection (persistent session, manual acks, retained `NodeStatus` online with an
+`offline` last will), then the subscriptions. Stop order is the reverse, and unacknowledged
+messages simply stay with the broker for the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from cloud_bridge.archive_sink import ArchiveSink
+from cloud_bridge.config import BridgeConfig, SinkRetry
+from cloud_bridge.durable_queue import DurableQueue, QueuedItem
+from cloud_bridge.ingest import Ingest
+from cloud_bridge.session_tracker import SessionTracker
+from cloud_bridge.sink import Backoff, Sink, SinkWorker
+from cloud_bridge.verdict_publisher import SessionVerdictPublisher
+from mqtt_contract.connection import MqttConnection, PublishReceipt, Will
+from mqtt_contract.messages import DeadLetter, DeviceState, NodeMetrics, NodeRole, NodeStatus, encode_message
+from mqtt_contract.topics import (
+    ALL_DEADLETTERS,
+    ALL_DEVICE_STATUS,
+    ALL_FRAMES,
+    ALL_NODE_METRICS,
+    ALL_NODE_STATUS,
+    ALL_RFID,
+    ALL_VERDICTS,
+    NodeChannel,
+    deadletter_topic,
+    node_topic,
+)
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTIONS = (
+    ALL_RFID,
+    ALL_FRAMES,
+    ALL_VERDICTS,
+    ALL_DEVICE_STATUS,
+    ALL_NODE_STATUS,
+    ALL_NODE_METRICS,
+    ALL_DEADLETTERS,
+)
+
+
+@dataclass(frozen=True)
+class BridgeSummary:
+    """What the bridge did (printed by `thermoscreen bridge --json`)."""
+
+    received: int
+    queued: int
+    deadletters: int
+    stored: int
+    dropped: int
+    queue_depth: int
+    oldest_age_s: float
+    sink_errors: int
+    sink_rejected: int
+    session_verdicts: int
+    sink_depth: dict[str, int]
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Bridge:
+    def __init__(self, config: BridgeConfig) -> None:
+        self.config = config
+        self.node_id = config.bridge.node_id
+        self.queue: DurableQueue | None = None
+        self.connection: MqttConnection | None = None
+        self.workers: dict[str, SinkWorker] = {}
+        self.ingest: Ingest | None = None
+        self.tracker: SessionTracker | None = None
+        self._metrics_stop = threading.Event()
+        self._metrics_thread: threading.Thread | None = None
+        self._last_rate: tuple[float, int] = (time.monotonic(), 0)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> Bridge:
+        cfg = self.config
+        sinks: list[tuple[Sink, SinkRetry]] = []
+        archive_sink = ArchiveSink(cfg.archive.path, store_frames=cfg.archive.store_frames)
+        sinks.append((archive_sink, cfg.archive))
+        try:
+            if cfg.influx.enabled:
+                from cloud_bridge.influx_sink import InfluxSink
+
+                sinks.append((InfluxSink(cfg.influx), cfg.influx))
+            if cfg.firestore.enabled:
+                from cloud_bridge.firestore_sink import FirestoreSink
+
+                sinks.append((FirestoreSink(cfg.firestore), cfg.firestore))
+            will = Will(node_topic(self.node_id, NodeChannel.STATUS), self._status(DeviceState.OFFLINE), qos=1)
+            self.connection = MqttConnection(
+                cfg.mqtt, client_id=cfg.mqtt.client_id or f"thermoscreen-{self.node_id}", will=will, manual_ack=True
+            )
+            publisher = SessionVerdictPublisher(self.connection)
+            sinks.append((publisher, SinkRetry(batch_items=50, backoff_min_s=0.5, backoff_max_s=10.0)))
+            self.queue = DurableQueue(
+                cfg.queue.path,
+                [s.name for s, _ in sinks],
+                max_items=cfg.queue.max_items,
+                drop_policy=cfg.queue.drop_policy,
+                synchronous=cfg.queue.synchronous,
+            )
+        except BaseException:
+            for sink, _ in sinks:
+                sink.close()
+            raise
+        self.tracker = SessionTracker(cfg.archive.path, self.queue, cfg.sessions, archive_sink=archive_sink.name)
+        for sink, retry in sinks:
+            hook = self._after_archive if sink is archive_sink else None
+            self.workers[sink.name] = SinkWorker(
+                sink,
+                self.queue,
+                batch_items=retry.batch_items,
+                backoff=Backoff(retry.backoff_min_s, retry.backoff_max_s),
+                on_batch=hook,
+            ).start()
+        self.tracker.start()
+        self.ingest = Ingest(
+            self.queue, component=self.node_id, batch=cfg.queue.ingest_batch, publish_deadletter=self._deadletter
+        ).start()
+        # Handlers before connecting: a persistent session gets its queued messages right
+        # after CONNACK, before any SUBSCRIBE of this connection.
+        receipts = [(f, self.connection.subscribe(f, self.ingest.handle, qos=1)) for f in SUBSCRIPTIONS]
+        try:
+            self.connection.start(wait=True)
+        except BaseException:
+            self.ingest.close_and_flush()
+            self._stop_workers()
+            raise
+        self._publish_status(DeviceState.ONLINE)
+        for topic_filter, receipt in receipts:
+            if not receipt.wait(cfg.mqtt.connect_timeout_s) or not receipt.granted:
+                self.stop()
+                raise ConnectionError(f"broker refused the subscription to {topic_filter}: {receipt.reason_codes}")
+        self._metrics_thread = threading.Thread(target=self._metrics_loop, name="bridge-metrics", daemon=True)
+        self._metrics_thread.start()
+        return self
+
+    def stop(self) -> BridgeSummary:
+        """Graceful stop: commit and ack what arrived, let sinks drain briefly, go offline."""
+        self._metrics_stop.set()
+        if self._metrics_thread is not None:
+            self._metrics_thread.join(5.0)
+        if self.ingest is not None:
+            self.ingest.close_and_flush()
+        if self.queue is not None:
+            self.queue.wait_empty(self.config.bridge.shutdown_drain_s)
+        summary = self.summary()
+        if self.connection is not None:
+            if self.connection.connected.is_set():
+                self.publish_metrics()
+                self._publish_status(DeviceState.OFFLINE).wait(2.0)
+            self.connection.stop()
+        self._stop_workers()
+        return summary
+
+    def _stop_workers(self) -> None:
+        for worker in self.workers.values():
+            worker.request_stop()
+        for worker in self.workers.values():
+            worker.stop()
+        if self.tracker is not None:
+            self.tracker.stop()
+        if self.queue is not None:
+            self.queue.close()
+
+    def _after_archive(self, items: Sequence[QueuedItem]) -> None:
+        if self.tracker is not None:
+            self.tracker.on_archived(items)
+
+    # -- publishing ------------------------------------------------------------------------
+    def _status(self, state: DeviceState) -> bytes:
+        return encode_message(NodeStatus(node_id=self.node_id, role=NodeRole.BRIDGE, state=state, ts_ns=time.time_ns()))
+
+    def _publish_status(self, state: DeviceState) -> PublishReceipt:
+        assert self.connection is not None
+        return self.connection.publish(
+            node_topic(self.node_id, NodeChannel.STATUS), self._status(state), qos=1, retain=True
+        )
+
+    def _deadletter(self, letter: DeadLetter) -> None:
+        if self.connection is not None:
+            self.connection.publish(deadletter_topic(self.node_id), encode_message(letter), qos=1)
+
+    def metrics_values(self) -> dict[str, float]:
+        """The bridge's health numbers (names from schema.NODE_METRICS, role bridge)."""
+        assert self.queue is not None and self.ingest is not None
+        stats = self.queue.stats()
+        now = time.monotonic()
+        received = self.ingest.received
+        then, before = self._last_rate
+        self._last_rate = (now, received)
+        rate = (received - before) / (now - then) if now > then else 0.0
+        errors = sum(w.counters().errors for w in self.workers.values())
+        influx = self.workers.get("influx")
+        return {
+            "points_written": float(influx.counters().written if influx else 0),
+            "queue_depth": float(stats.depth),
+            "oldest_age_s": round(stats.oldest_age_s, 3),
+            "dropped": float(stats.dropped),
+            "sink_errors": float(errors),
+            "stored": float(stats.stored),
+            "messages_per_s": round(rate, 2),
+            "deadletters": float(self.ingest.deadletters),
+        }
+
+    def publish_metrics(self) -> None:
+        if self.connection is None:
+            return
+        message = NodeMetrics(
+            node_id=self.node_id, role=NodeRole.BRIDGE, ts_ns=time.time_ns(), values=self.metrics_values()
+        )
+        self.connection.publish(node_topic(self.node_id, NodeChannel.METRICS), encode_message(message), qos=1)
+
+    def _metrics_loop(self) -> None:
+        while not self._metrics_stop.wait(self.config.bridge.metrics_interval_s):
+            try:
+                self.publish_metrics()
+            except Exception:
+                log.exception("publishing bridge metrics failed")
+
+    # -- state -----------------------------------------------------------------------------
+    def summary(self) -> BridgeSummary:
+        assert self.queue is not None
+        stats = self.queue.stats()
+        counters = [w.counters() for w in self.workers.values()]
+        ingest = self.ingest
+        return BridgeSummary(
+            received=ingest.received if ingest else 0,
+            queued=ingest.queued if ingest else 0,
+            deadletters=ingest.deadletters if ingest else 0,
+            stored=stats.stored,
+            dropped=stats.dropped,
+            queue_depth=stats.depth,
+            oldest_age_s=round(stats.oldest_age_s, 3),
+            sink_errors=sum(c.errors for c in counters),
+            sink_rejected=sum(c.rejected for c in counters),
+            session_verdicts=self.tracker.published if self.tracker else 0,
+            sink_depth=stats.sink_depth,
+        )
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until the queue is empty (every sink confirmed everything) or timeout."""
+        assert self.queue is not None
+        return self.queue.wait_empty(timeout)

@@ -1,0 +1,38 @@
+"""The session verdict rule: mean of logits, one model version, one verdict per frame."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cloud_bridge.archive import VerdictRecord
+from cloud_bridge.session_rule import combine, logit, sigmoid
+
+
+def _v(seq: int, p: float, model: str = "m1", threshold: float = 0.5) -> VerdictRecord:
+    return VerdictRecord("d", seq, "s" * 32, None, 1000 + seq, p, p >= threshold, threshold, model, "n", 1.0)
+
+
+def test_uniform_sessions_keep_their_probability_and_mixed_ones_average_logits() -> None:
+    assert combine([_v(i, 0.3) for i in range(5)]).probability == pytest.approx(0.3)  # type: ignore[union-attr]
+    mixed = combine([_v(0, 0.2), _v(1, 0.8), _v(2, 0.9)])
+    assert mixed is not None
+    expected = sigmoid((logit(0.2) + logit(0.8) + logit(0.9)) / 3)
+    assert mixed.probability == pytest.approx(expected) and mixed.flagged and mixed.frames == 3
+
+
+def test_a_frame_verdicted_twice_counts_once_and_extremes_stay_finite() -> None:
+    result = combine([_v(0, 1.0), _v(0, 1.0), _v(1, 0.0)])
+    assert result is not None and result.frames == 2
+    assert math.isfinite(result.probability) and result.probability == pytest.approx(0.5)
+
+
+def test_the_model_with_most_frames_decides_and_brings_its_threshold() -> None:
+    result = combine([_v(0, 0.9, "old", 0.8), _v(1, 0.6, "new", 0.7), _v(2, 0.65, "new", 0.7)])
+    assert result is not None and result.model_version == "new" and result.threshold == 0.7
+    assert result.frames == 2 and not result.flagged
+
+
+def test_no_verdicts_no_session_verdict() -> None:
+    assert combine([]) is None
