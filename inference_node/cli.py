@@ -1,5 +1,88 @@
-"""Placeholder until issue 5 lands: `--help` works, running says it is not built yet."""
+"""`thermoscreen infer`: run one inference worker until SIGTERM/SIGINT (or `--duration`).
 
-from thermoscreen.cli import not_built
+Import-light on purpose: LiteRT, numpy and the node load inside `run`.
+"""
 
-configure = not_built("issue 5")
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run an inference worker: frames from the shared subscription -> LiteRT CNN -> verdicts. "
+        "Verdicts are a screening aid, not a diagnosis."
+    )
+    parser.add_argument("--config", type=Path, help="inference TOML file (default: built-in defaults)")
+    parser.add_argument("--broker", metavar="URL", help="broker URL, mqtt://host:port or mqtts://... ([mqtt] url)")
+    parser.add_argument("--node-id", help="this worker's id, [a-z0-9-]{1,32} (default infer-<host>-<pid>)")
+    parser.add_argument("--group", help="shared-subscription group (default inference)")
+    parser.add_argument(
+        "--model", type=Path, metavar="DIR", help="model directory with manifest.json (default models/thermal)"
+    )
+    parser.add_argument("--batch", type=int, metavar="N", help="largest micro-batch (default 32)")
+    parser.add_argument("--batch-ms", type=float, metavar="MS", help="longest a frame waits for a batch (default 2)")
+    parser.add_argument(
+        "--variant", choices=("auto", "float32", "int8"), help="model file to run (default: manifest's)"
+    )
+    parser.add_argument("--duration", type=float, metavar="S", help="stop gracefully after S seconds (demos, tests)")
+    parser.set_defaults(run=run)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """CLI flags as dotted config keys (None = not given, keep the file's value)."""
+    return {
+        "mqtt.url": args.broker,
+        "node_id": args.node_id,
+        "group": args.group,
+        "model_dir": str(args.model) if args.model is not None else None,
+        "batch_max": args.batch,
+        "batch_ms": args.batch_ms,
+        "variant": args.variant,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+    import time
+
+    from inference_node.config import load_config
+    from inference_node.node import InferenceNode
+
+    if args.duration is not None and args.duration <= 0:
+        raise ValueError(f"--duration must be positive, got {args.duration}")
+    config = load_config(args.config, overrides_from_args(args))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        print(f"thermoscreen infer: {signal.Signals(signum).name}, finishing frames in hand", file=sys.stderr)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    node = InferenceNode(config)
+    try:
+        node.start()
+        runner = node.runner
+        print(
+            f"thermoscreen infer: node {node.node_id} serving model {runner.version} ({runner.variant}, "
+            f"{runner.runtime}) from {runner.model_dir}, group {config.group}, broker {config.mqtt.url}; "
+            "verdicts are a screening aid, not a diagnosis",
+            file=sys.stderr,
+        )
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        # Short waits: the main thread stays responsive to signals on every platform.
+        while not stop.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    finally:
+        node.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    summary = {"node_id": node.node_id, "frames": node.stats.frames_total, "deadletters": node.stats.deadletters}
+    print(f"thermoscreen infer: stopped: {json.dumps(summary)}", file=sys.stderr)
+    return 0

@@ -60,6 +60,10 @@ class ManifestError(ValueError):
     """A model directory that must not be served; the message is one line."""
 
 
+def sha256_bytes(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:

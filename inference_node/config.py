@@ -1,0 +1,80 @@
+"""The inference node's configuration (`inference.toml`): which model, how to batch, where the broker is."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mqtt_contract.connection import MqttSettings
+from mqtt_contract.ids import validate_node_id
+from mqtt_contract.settings_file import load_toml_model, validate_model
+
+Variant = Literal["auto", "float32", "int8"]
+
+#: Relative model directories are resolved against the working directory (the repo in dev).
+DEFAULT_MODEL_DIR = Path("models/thermal")
+
+
+def default_node_id() -> str:
+    """`infer-<host>-<pid>`: unique per process, so two workers on one host never share a client id."""
+    host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-")[:16] or "host"
+    return f"infer-{host}-{os.getpid()}"[:32]
+
+
+#: Unacknowledged QoS 1 verdicts in flight. paho rescans its whole in-flight window on every
+#: PUBACK (17% of the node's CPU at 100, 30% at 1000 in profiles); 32 keeps that cheap and
+#: still covers the broker round trip at several thousand verdicts/s.
+NODE_MAX_INFLIGHT = 32
+
+
+class InferenceConfig(BaseModel):
+    """Everything a worker needs; every field has a default so `thermoscreen infer` runs bare."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: str = Field(default_factory=default_node_id)
+    #: Shared-subscription group: each frame goes to exactly one worker of the group.
+    group: str = "inference"
+    model_dir: Path = DEFAULT_MODEL_DIR
+    #: `auto` uses the manifest's default_variant.
+    variant: Variant = "auto"
+    #: LiteRT interpreter threads; 1 leaves the other core to MQTT and the rest of the host.
+    num_threads: int = Field(default=1, ge=1, le=64)
+    #: Micro-batch: at most `batch_max` frames, and a frame waits at most `batch_ms` for company.
+    batch_max: int = Field(default=32, ge=1, le=1024)
+    batch_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
+    metrics_interval_s: float = Field(default=5.0, gt=0.0, le=3600.0)
+    #: Poll the model directory this often for a new model (0 disables the file watch).
+    model_poll_s: float = Field(default=2.0, ge=0.0, le=3600.0)
+    #: On shutdown, keep answering frames until none arrived for this long (bounded by drain_max_s).
+    drain_quiet_ms: float = Field(default=200.0, ge=0.0, le=10_000.0)
+    drain_max_s: float = Field(default=10.0, gt=0.0, le=600.0)
+    mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings(max_inflight=NODE_MAX_INFLIGHT))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _node_mqtt_inflight(cls, data: Any) -> Any:
+        """Apply the node's in-flight default also when `[mqtt]` exists but does not set it."""
+        if isinstance(data, dict) and isinstance(data.get("mqtt"), dict) and "max_inflight" not in data["mqtt"]:
+            return {**data, "mqtt": {**data["mqtt"], "max_inflight": NODE_MAX_INFLIGHT}}
+        return data
+
+    @field_validator("node_id", "group")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        try:
+            return validate_node_id(value)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> InferenceConfig:
+    """The config from `path` (or the defaults when None) with dotted-key CLI overrides applied."""
+    if path is None:
+        return validate_model({}, InferenceConfig, source="defaults", overrides=overrides)
+    return load_toml_model(path, InferenceConfig, overrides=overrides)

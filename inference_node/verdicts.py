@@ -1,0 +1,70 @@
+"""Turns one scored frame into its `Verdict` message and topic.
+
+`encode` writes the JSON directly instead of building a pydantic `Verdict` per frame: at
+thousands of frames/s model validation plus serialisation was ~6% of the node's CPU. Every
+input is already validated (device, session and patient ids by `decode_frame`; label,
+version and threshold by the manifest; node id by the config; probability checked to lie in
+0..1 by the caller), and a test checks that the bytes decode to the same `Verdict` as the
+pydantic path (`verdict`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from inference_node.runner import ModelRunner
+from mqtt_contract.frame import Frame
+from mqtt_contract.messages import Verdict
+from mqtt_contract.topics import verdict_topic
+
+
+class VerdictEncoder:
+    """Bound to one node and one model: the parts of a verdict that do not change per frame."""
+
+    def __init__(self, node_id: str, runner: ModelRunner) -> None:
+        self.node_id = node_id
+        self.model_version = runner.version
+        self.threshold = float(runner.threshold)
+        self.labels = (runner.labels[0], runner.labels[1])
+        self._label_json = (json.dumps(self.labels[0]), json.dumps(self.labels[1]))
+        self._tail = (
+            f',"threshold":{self.threshold!r},"model_version":{json.dumps(self.model_version)},'
+            f'"node_id":{json.dumps(node_id)},"latency_ms":'
+        )
+        self._topics: dict[str, str] = {}
+
+    def topic(self, device_id: str) -> str:
+        topic = self._topics.get(device_id)
+        if topic is None:
+            topic = self._topics[device_id] = verdict_topic(device_id)
+        return topic
+
+    def verdict(self, frame: Frame, probability: float, latency_ms: float) -> Verdict:
+        """The validated message (reference path; `encode` must produce the same)."""
+        flagged = probability >= self.threshold
+        return Verdict(
+            device_id=frame.device_id,
+            seq=frame.seq,
+            capture_ns=frame.capture_ns,
+            session_id=frame.session_id,
+            patient_ref=frame.patient_ref,
+            probability=probability,
+            label=self.labels[int(flagged)],
+            flagged=flagged,
+            threshold=self.threshold,
+            model_version=self.model_version,
+            node_id=self.node_id,
+            latency_ms=max(0.0, latency_ms),
+        )
+
+    def encode(self, frame: Frame, probability: float, latency_ms: float) -> tuple[str, bytes]:
+        """(verdict topic, compact JSON). `probability` must be a float in 0..1."""
+        flagged = probability >= self.threshold
+        session = f',"session_id":"{frame.session_id}"' if frame.session_id is not None else ""
+        patient = f',"patient_ref":"{frame.patient_ref}"' if frame.patient_ref is not None else ""
+        text = (
+            f'{{"v":1,"device_id":"{frame.device_id}","seq":{frame.seq},"capture_ns":{frame.capture_ns}'
+            f'{session}{patient},"probability":{probability!r},"label":{self._label_json[flagged]},'
+            f'"flagged":{"true" if flagged else "false"}{self._tail}{max(0.0, latency_ms)!r}}}'
+        )
+        return self.topic(frame.device_id), text.encode("ascii")

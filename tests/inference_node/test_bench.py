@@ -1,0 +1,31 @@
+"""`thermoscreen bench inference --json` runs end to end and prints one JSON object (no speed asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+from tests.inference_node.conftest import ModelDirs
+
+
+def test_bench_inference_prints_one_json_object(test_models: ModelDirs) -> None:
+    args = ["bench", "inference", "--json", "--model", str(test_models.v1), "--frames", "300", "--rounds", "1"]
+    args += ["--paced-frames", "40", "--paced-rate", "400"]
+    out = subprocess.run(
+        [sys.executable, "-m", "thermoscreen", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)  # exactly one JSON object, progress went to stderr
+    assert "round 1/1" in out.stderr
+    for key in ("broker_relay_frames_per_s", "node_frames_per_s", "model_only_frames_per_s", "p50_ms", "p99_ms"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert result["frames_lost"] == 0 and result["verdict_duplicates"] == 0
+    assert result["node_exit_codes"] == [0]
+    assert result["bytes_per_frame"] > 1500 and result["model_version"] == "test-1"
