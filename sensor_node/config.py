@@ -1,0 +1,184 @@
+"""The sensor node's configuration: one TOML file (see sensor.example.toml), CLI overrides on top.
+
+Every timing parameter (rates, timeouts, back-off, status period) is here so tests can run the
+real node quickly; defaults suit a Raspberry Pi in a clinic.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mqtt_contract.connection import MqttSettings
+from mqtt_contract.ids import validate_device_id
+from mqtt_contract.settings_file import load_toml_model, validate_model
+from sensor_node.mlx_emulation import REFRESH_RATES_HZ
+
+#: The chip refreshes at most 64 subpages/s, i.e. 32 full frames/s through the driver.
+MAX_MLX_RATE_HZ = 32.0
+
+
+class SourceKind(StrEnum):
+    MLX90640 = "mlx90640"
+    EMULATED = "emulated"
+    REPLAY = "replay"
+    SYNTHETIC = "synthetic"
+
+
+class RfidKind(StrEnum):
+    MFRC522 = "mfrc522"
+    EMULATED = "emulated"
+    SCRIPTED = "scripted"
+    NONE = "none"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def default_device_id() -> str:
+    """The host name, lowercased and reduced to [a-z0-9-] (a Pi's name is usually its device id)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().split(".")[0].lower()).strip("-")[:32]
+    try:
+        return validate_device_id(name)
+    except ValueError:
+        return "sensor"
+
+
+class DeviceSection(_Section):
+    id: str = Field(default_factory=default_device_id)
+    firmware: str | None = Field(default=None, max_length=64)
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        return validate_device_id(value)
+
+
+class ReplaySection(_Section):
+    #: A thermogram file in the DMR-IR .npz layout (temperature_centi_c: N x H x W).
+    path: Path | None = None
+    frames_per_thermogram: int = Field(default=16, ge=1)
+
+
+class SyntheticSection(_Section):
+    #: Fraction of synthetic subjects with a hot spot and asymmetry.
+    sick_fraction: float = Field(default=0.4, ge=0.0, le=1.0)
+    #: A new synthetic subject every N frames outside sessions (sessions always start one).
+    frames_per_subject: int = Field(default=64, ge=1)
+
+
+class SourceSection(_Section):
+    kind: SourceKind = SourceKind.SYNTHETIC
+    #: Full frames per second captured.
+    rate_hz: float = Field(default=2.0, gt=0, le=10000)
+    #: MLX90640 refresh (subpages/s); default the lowest one >= 2 x rate_hz.
+    refresh_hz: float | None = None
+    #: How long one frame may take before the source reports SensorTimeout (at least 4 subpage periods).
+    frame_timeout_s: float = Field(default=5.0, gt=0)
+    i2c_address: int = Field(default=0x33, ge=0x08, le=0x77)
+    #: Die/room temperature of the emulated, synthetic and replay sources.
+    ambient_c: float = Field(default=24.0, ge=-40, le=85)
+    #: Seed of the synthetic scenes, sensor noise and device offset; default derived from the device id.
+    seed: int | None = None
+    replay: ReplaySection = Field(default_factory=ReplaySection)
+    synthetic: SyntheticSection = Field(default_factory=SyntheticSection)
+
+    @field_validator("refresh_hz")
+    @classmethod
+    def _check_refresh(cls, value: float | None) -> float | None:
+        if value is not None and value not in REFRESH_RATES_HZ:
+            raise ValueError(f"must be one of {', '.join(f'{r:g}' for r in REFRESH_RATES_HZ)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> SourceSection:
+        if self.kind in (SourceKind.MLX90640, SourceKind.EMULATED) and self.rate_hz > MAX_MLX_RATE_HZ:
+            raise ValueError(f"rate_hz {self.rate_hz:g} exceeds the MLX90640's {MAX_MLX_RATE_HZ:g} frames/s")
+        if self.kind is SourceKind.REPLAY and self.replay.path is None:
+            raise ValueError("source.replay.path is required for kind 'replay'")
+        return self
+
+
+class RfidSection(_Section):
+    kind: RfidKind = RfidKind.SCRIPTED
+    #: Card script for 'scripted' and 'emulated' readers: a file, or "-" for stdin.
+    cards_file: str | None = None
+    #: A file holding the site key as hex (else the THERMOSCREEN_SITE_KEY environment variable).
+    site_key_file: Path | None = None
+    #: How often the MFRC522 is polled for a card.
+    poll_interval_s: float = Field(default=0.1, gt=0, le=5)
+    #: A card counts as a new scan only after it was out of the field this long.
+    gone_after_s: float = Field(default=1.0, gt=0, le=60)
+    #: How long an emulated card stays on the emulated reader per scripted scan.
+    emulated_tap_s: float = Field(default=0.3, gt=0, le=10)
+
+
+class SessionSection(_Section):
+    #: A session ends by itself after this long (a forgotten second scan).
+    timeout_s: float = Field(default=300.0, gt=0)
+    #: Publish frames captured outside a session too (without session id and patient_ref).
+    anonymous_capture: bool = False
+
+
+def default_spool_path(device_id: str) -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "thermoscreen" / f"sensor-{device_id}.spool.sqlite"
+
+
+class SpoolSection(_Section):
+    #: SQLite file; default $XDG_STATE_HOME/thermoscreen/sensor-<device>.spool.sqlite.
+    path: Path | None = None
+    max_items: int = Field(default=200_000, ge=10)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
+    #: "full" survives power loss; "normal" survives crashes only and is faster on SD cards.
+    synchronous: Literal["full", "normal"] = "full"
+    #: Messages in flight (sent, PUBACK pending); order per device is kept regardless.
+    window: int = Field(default=32, ge=1, le=1000)
+    #: Resend the in-flight window if the head has no PUBACK this long while connected.
+    ack_timeout_s: float = Field(default=30.0, gt=0)
+    #: On shutdown, wait this long for the spool to drain before exiting (the rest stays spooled).
+    flush_timeout_s: float = Field(default=5.0, ge=0)
+
+
+class StatusSection(_Section):
+    #: Retained DeviceStatus is republished this often (and on every connect).
+    interval_s: float = Field(default=10.0, gt=0)
+
+
+class SensorConfig(_Section):
+    device: DeviceSection = Field(default_factory=DeviceSection)
+    source: SourceSection = Field(default_factory=SourceSection)
+    rfid: RfidSection = Field(default_factory=RfidSection)
+    session: SessionSection = Field(default_factory=SessionSection)
+    spool: SpoolSection = Field(default_factory=SpoolSection)
+    status: StatusSection = Field(default_factory=StatusSection)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool.path or default_spool_path(self.device.id)
+
+    @property
+    def refresh_hz(self) -> float:
+        from sensor_node.thermal_source import refresh_for_rate
+
+        return self.source.refresh_hz or refresh_for_rate(self.source.rate_hz)
+
+    @property
+    def frame_timeout_s(self) -> float:
+        """The configured frame timeout, but never under four subpage periods of the chip."""
+        return max(self.source.frame_timeout_s, 4.0 / self.refresh_hz)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> SensorConfig:
+    """The config from `path` (or defaults when None) with dotted-key overrides; ConfigError if invalid."""
+    if path is None:
+        return validate_model({}, SensorConfig, source="sensor defaults", overrides=overrides)
+    return load_toml_model(path, SensorConfig, overrides=overrides)

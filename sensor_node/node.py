@@ -1,0 +1,306 @@
+"""The sensor node: capture frames, track sessions from card scans, spool everything, publish.
+
+Threads: `capture` reads the thermal source at the configured rate and spools frames of the
+open session (or all frames with anonymous capture); `rfid` turns card scans into session
+events; `status` publishes the retained `DeviceStatus` on every connect and periodically;
+`SpoolPublisher` drains the spool to the broker. Frames and events take their sequence
+numbers from the spool under one lock, so a session's start, frames and end are numbered in
+order. Never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from mqtt_contract.connection import MqttConnection, Will
+from mqtt_contract.frame import Frame, encode_frame
+from mqtt_contract.ids import make_patient_ref
+from mqtt_contract.messages import DeviceState, DeviceStatus, RfidEvent, RfidEventKind, SessionEndReason, encode_message
+from mqtt_contract.topics import frame_topic, rfid_topic, status_topic
+from sensor_node.config import SensorConfig
+from sensor_node.publisher import SpoolPublisher
+from sensor_node.rfid import TapSource
+from sensor_node.session import SessionChange, SessionTracker
+from sensor_node.spool import RowKind, Spool
+from sensor_node.thermal_source import SensorTimeout, TemperatureArray, ThermalSource
+
+log = logging.getLogger(__name__)
+
+FIRMWARE = "thermoscreen-sensor-0.1.0"
+#: How long the rfid loop waits for a scan before checking the session timeout again.
+RFID_WAIT_S = 0.2
+#: A capture loop this far behind its schedule skips ahead instead of catching up.
+MAX_CATCH_UP_S = 0.25
+
+
+@dataclass
+class NodeCounters:
+    frames_captured: int = 0
+    frames_spooled: int = 0
+    frames_outside_session: int = 0
+    sensor_errors: int = 0
+    reader_errors: int = 0
+    late_ticks: int = 0
+    sessions_started: int = 0
+    sessions_ended: int = 0
+
+
+class SensorNode:
+    """One device. Owns its source, reader, spool and connection, and closes them at the end of `run`."""
+
+    def __init__(
+        self,
+        config: SensorConfig,
+        *,
+        source: ThermalSource,
+        taps: TapSource,
+        site_key: bytes,
+        spool: Spool,
+        connection: MqttConnection | None = None,
+    ) -> None:
+        self.config = config
+        self.device_id = config.device.id
+        self.source = source
+        self.taps = taps
+        self.spool = spool
+        self._site_key = site_key
+        self.counters = NodeCounters()
+        self._frame_topic = frame_topic(self.device_id)
+        self._rfid_topic = rfid_topic(self.device_id)
+        self._status_topic = status_topic(self.device_id)
+        self._qos = config.mqtt.qos
+        self._tracker = SessionTracker(config.session.timeout_s)
+        self._session_lock = threading.Lock()
+        self._new_subject = threading.Event()
+        self._halt = threading.Event()
+        self._status_due = threading.Event()
+        will = Will(self._status_topic, encode_message(DeviceStatus(state=DeviceState.OFFLINE)), qos=1, retain=True)
+        self.connection = connection or MqttConnection(
+            config.mqtt,
+            client_id=config.mqtt.client_id or f"thermoscreen-sensor-{self.device_id}",
+            will=will,
+            on_connect=self._status_due.set,
+        )
+        self.publisher = SpoolPublisher(
+            spool, self.connection, window=config.spool.window, ack_timeout_s=config.spool.ack_timeout_s
+        )
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def run(self, stop: threading.Event, duration_s: float | None = None) -> NodeCounters:
+        """Run until `stop` is set or `duration_s` passed; then end the session, flush and close."""
+        try:
+            self.start()
+            stop.wait(duration_s)
+        finally:
+            self.shutdown()
+        return self.counters
+
+    def start(self) -> None:
+        self.connection.start(wait=False)
+        self.publisher.start()
+        for name, target in (("capture", self._capture_loop), ("rfid", self._rfid_loop), ("status", self._status_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def shutdown(self) -> None:
+        """End the open session (reason shutdown), wait up to flush_timeout_s for the spool, go offline."""
+        self._halt.set()
+        self._status_due.set()  # wakes the status thread so it can exit
+        for thread in self._threads[:2]:
+            thread.join(timeout=max(5.0, self.config.frame_timeout_s + 1))
+        with self._session_lock:
+            self._store_change(self._tracker.end(SessionEndReason.SHUTDOWN))
+        flush_s = self.config.spool.flush_timeout_s
+        if self.connection.connected.is_set() and not self.spool.wait_until_empty(flush_s):
+            log.warning("%d messages still spooled at exit; they are sent on the next start", self.spool.depth)
+        self.publisher.stop()
+        for thread in self._threads[2:]:
+            thread.join(timeout=5)
+        if self.connection.connected.is_set():
+            receipt = self.connection.publish(
+                self._status_topic, encode_message(self._status(DeviceState.OFFLINE)), qos=1, retain=True
+            )
+            receipt.wait(2.0)
+        self.connection.stop()
+        for close in (self.taps.close, self.source.close, self.spool.close):
+            try:
+                close()
+            except Exception:
+                log.exception("closing %s failed", getattr(close, "__self__", close))
+
+    # -- frames --------------------------------------------------------------------------------
+    def _capture_loop(self) -> None:
+        period = 1.0 / self.config.source.rate_hz
+        next_tick = time.monotonic()
+        while not self._halt.is_set():
+            now = time.monotonic()
+            if now < next_tick:
+                self._halt.wait(next_tick - now)
+                continue
+            next_tick += period
+            if now - next_tick > max(MAX_CATCH_UP_S, 2 * period):  # far behind: skip, do not burst
+                self.counters.late_ticks += 1
+                next_tick = now + period
+            try:
+                self._capture_once(now)
+            except SensorTimeout as exc:
+                self.counters.sensor_errors += 1
+                log.error("sensor timeout: %s", exc)
+            except sqlite3.Error as exc:
+                log.error("cannot write to the spool: %s", exc)
+                self._halt.wait(1.0)
+            except Exception as exc:  # a device keeps capturing; the log says what went wrong
+                self.counters.sensor_errors += 1
+                log.error("sensor read failed: %s: %s", type(exc).__name__, exc)
+                self._halt.wait(min(1.0, 10 * period))
+
+    def _capture_once(self, now: float) -> None:
+        self._check_timeout(now)
+        if self._new_subject.is_set():
+            self._new_subject.clear()
+            self.source.next_subject()
+        temps, ambient = self.source.read()
+        self.counters.frames_captured += 1
+        self._store_frame(temps, ambient, time.time_ns())
+
+    def _store_frame(self, temps: TemperatureArray, ambient_c: float, capture_ns: int) -> None:
+        temps = np.clip(temps, -40.0, 300.0)
+        ambient = float(min(max(ambient_c, -40.0), 85.0))
+        with self._session_lock:
+            session = self._tracker.current
+            if session is None and not self.config.session.anonymous_capture:
+                self.counters.frames_outside_session += 1
+                return
+
+            def payload(seq: int) -> bytes:
+                return encode_frame(
+                    Frame.from_celsius(
+                        temps,
+                        device_id=self.device_id,
+                        seq=seq,
+                        capture_ns=capture_ns,
+                        ambient_c=ambient,
+                        sensor=self.source.sensor_kind,
+                        session_id=session.session_id if session else None,
+                        patient_ref=session.patient_ref if session else None,
+                    )
+                )
+
+            self.spool.append(RowKind.FRAME, self._frame_topic, payload, qos=self._qos)
+            self._tracker.count_frame()
+            self.counters.frames_spooled += 1
+
+    # -- sessions ------------------------------------------------------------------------------
+    def _rfid_loop(self) -> None:
+        while not self._halt.is_set():
+            try:
+                uid = self.taps.next_tap(RFID_WAIT_S)
+            except Exception as exc:  # a flaky reader must not stop the device; the UID is never logged
+                self.counters.reader_errors += 1
+                log.error("card reader failed: %s", type(exc).__name__)
+                self._halt.wait(1.0)
+                continue
+            try:
+                if uid is None:
+                    self._check_timeout(time.monotonic())
+                else:
+                    self.scan(make_patient_ref(uid, self._site_key))
+            except sqlite3.Error as exc:
+                log.error("cannot spool a session event: %s", exc)
+
+    def scan(self, patient_ref: str) -> None:
+        """A card with this pseudonym was scanned."""
+        with self._session_lock:
+            changes = self._tracker.on_scan(patient_ref, time.monotonic())
+            for change in changes:
+                self._store_change(change)
+        if any(change.event is RfidEventKind.SESSION_START for change in changes):
+            self._new_subject.set()
+        self._status_due.set()
+
+    def _check_timeout(self, now: float) -> None:
+        with self._session_lock:
+            change = self._tracker.check_timeout(now)
+            self._store_change(change)
+        if change is not None:
+            self._status_due.set()
+
+    def _store_change(self, change: SessionChange | None) -> None:
+        """Spool the RfidEvent for a session change (caller holds the session lock)."""
+        if change is None:
+            return
+        session = change.session
+        ending = change.event is RfidEventKind.SESSION_END
+        ts_ns = time.time_ns()
+
+        def payload(seq: int) -> bytes:
+            return encode_message(
+                RfidEvent(
+                    event=change.event,
+                    device_id=self.device_id,
+                    session_id=session.session_id,
+                    patient_ref=session.patient_ref,
+                    ts_ns=ts_ns,
+                    seq=seq,
+                    frame_count=session.frame_count if ending else None,
+                    reason=change.reason,
+                )
+            )
+
+        self.spool.append(RowKind.EVENT, self._rfid_topic, payload, qos=self._qos)
+        if ending:
+            self.counters.sessions_ended += 1
+            log.info("session %s ended (%s) after %d frames", session.session_id, change.reason, session.frame_count)
+        else:
+            self.counters.sessions_started += 1
+            log.info("session %s started for patient_ref %s", session.session_id, session.patient_ref)
+
+    @property
+    def current_session_id(self) -> str | None:
+        session = self._tracker.current
+        return session.session_id if session else None
+
+    # -- status --------------------------------------------------------------------------------
+    def _status(self, state: DeviceState) -> DeviceStatus:
+        return DeviceStatus(
+            state=state,
+            ts_ns=time.time_ns(),
+            firmware=self.config.device.firmware or FIRMWARE,
+            source=self.config.source.kind.value,
+            spool_depth=self.spool.depth,
+            spool_dropped_frames=self.spool.dropped_frames,
+            session_id=self.current_session_id if state is DeviceState.ONLINE else None,
+        )
+
+    def _status_loop(self) -> None:
+        interval = self.config.status.interval_s
+        while not self._halt.is_set():
+            self._status_due.wait(interval)
+            self._status_due.clear()
+            if self._halt.is_set():
+                break
+            c = self.counters
+            log.info(
+                "frames captured %d, spooled %d, outside sessions %d; spool depth %d, dropped %d; "
+                "acked %d; sensor errors %d; %s",
+                c.frames_captured,
+                c.frames_spooled,
+                c.frames_outside_session,
+                self.spool.depth,
+                self.spool.dropped_frames,
+                self.publisher.stats.acked,
+                c.sensor_errors,
+                "connected" if self.connection.connected.is_set() else "not connected",
+            )
+            if self.connection.connected.is_set():
+                self.connection.publish(
+                    self._status_topic, encode_message(self._status(DeviceState.ONLINE)), qos=1, retain=True
+                )
