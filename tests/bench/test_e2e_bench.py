@@ -1,0 +1,35 @@
+"""`thermoscreen bench e2e` at small scale: the whole stack, two simulated devices, a few seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.bench.helpers import require_servers, run_bench
+
+
+def test_e2e_bench_small_prints_one_sane_json_object(tmp_path: Path) -> None:
+    require_servers()
+    devices, rate = 2, 5.0
+    result = run_bench(
+        ["e2e", "--devices", str(devices), "--rate", str(rate), "--duration", "3", "--warmup", "1"], tmp_path, 240
+    )
+
+    for key in ("devices", "offered_fps", "verdict_fps", "p50_ms", "p95_ms", "p99_ms", "nodes", "lost", "cpu"):
+        assert key in result, key
+    assert result["devices"] == devices and result["nodes"] == 1
+    assert result["lost"] == 0
+    assert result["offered"] == result["verdicts"] == result["stored"] > 0
+    assert result["verdict_duplicates"] == 0 and result["unacked"] == 0
+    # Paced load: about devices x rate frames/s offered, and every one answered.
+    assert 0.6 * devices * rate <= result["offered_fps"] <= 1.4 * devices * rate
+    assert result["verdict_fps"] > 0
+    assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] <= result["max_ms"] < 10_000
+    assert 0 <= result["node_p50_ms"] <= result["node_p99_ms"]
+    assert result["cores"] == os.cpu_count()
+    cpu = result["cpu"]
+    assert {"broker", "tsdb", "bridge", "infer-1", "load_generator", "bench"} <= set(cpu)
+    assert all(v is not None and v >= 0 for v in cpu.values())
+    assert result["machine_cpu"] >= 0
+    assert cpu["infer-1"] > 0 and cpu["load_generator"] > 0
+    assert isinstance(result["limits"], str) and "cores" in result["limits"]
