@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cloud_bridge.archive import Archive, ArchivedFrame, VerdictRecord, compress_centi
+from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import QueuedItem
 from cloud_bridge.records import Kind, SessionOutcome, decode_item
 from cloud_bridge.sink import PermanentSinkError
@@ -22,8 +23,9 @@ class ArchiveSink:
     name = "archive"
     kinds: frozenset[str] | None = frozenset(ARCHIVE_KINDS)
 
-    def __init__(self, path: Path, *, store_frames: bool = True) -> None:
+    def __init__(self, path: Path, *, store_frames: bool = True, decoded: DecodedCache | None = None) -> None:
         self.path = path
+        self._decode = decoded.decode if decoded is not None else decode_item
         self.store_frames = store_frames
         self._archive = Archive(path, readonly=False)
 
@@ -35,7 +37,7 @@ class ArchiveSink:
         try:
             for item in items:
                 try:
-                    decoded = decode_item(item.kind, item.payload)
+                    decoded = self._decode(item.kind, item.payload)
                 except ContractError as exc:
                     raise PermanentSinkError(f"queued item {item.id} is corrupt: {exc}") from None
                 if isinstance(decoded, Frame):

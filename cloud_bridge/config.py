@@ -44,11 +44,14 @@ class QueueSettings(BaseModel):
 
 
 class SinkRetry(BaseModel):
-    """Batch size and exponential back-off of one sink."""
+    """Batch size, linger and exponential back-off of one sink."""
 
     model_config = ConfigDict(extra="forbid")
 
     batch_items: int = Field(default=500, ge=1, le=50_000)
+    #: After the first item is queued, wait up to this long for `batch_items` while items keep
+    #: arriving (fewer, bigger writes); 0 = write at once. Never delays a stop or a backlog.
+    linger_ms: float = Field(default=50.0, ge=0, le=5000)
     backoff_min_s: float = Field(default=0.2, gt=0)
     backoff_max_s: float = Field(default=10.0, gt=0)
 

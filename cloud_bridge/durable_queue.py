@@ -115,6 +115,9 @@ class DurableQueue:
         self._dropped = int(counters.get("dropped", 0))
         self._stored = int(counters.get("stored", 0))
         self._closed = False
+        #: monotonic time of the last `append` that added items (sinks linger while items keep coming).
+        self._last_append = 0.0
+        self._w_sync = ""
         self._purge_locked()
 
     def _open(self) -> sqlite3.Connection:
@@ -126,6 +129,12 @@ class DurableQueue:
         except sqlite3.DatabaseError as exc:
             raise RuntimeError(f"{self.path}: cannot open the bridge queue: {exc}") from None
         return conn
+
+    def _set_sync_locked(self, mode: str) -> None:
+        """Switch the writer's `synchronous` only when it changes (a PRAGMA per commit adds up)."""
+        if self._w_sync != mode:
+            self._w.execute(f"PRAGMA synchronous={mode}")
+            self._w_sync = mode
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -148,7 +157,7 @@ class DurableQueue:
         with self._lock:
             dropped = 0
             rows = list(items)
-            self._w.execute(f"PRAGMA synchronous={self._synchronous}")
+            self._set_sync_locked(self._synchronous)
             depth = self._last_id - min(self._cursors.values())
             excess = depth + len(rows) - self.max_items
             self._w.execute("BEGIN IMMEDIATE")
@@ -172,6 +181,8 @@ class DurableQueue:
                 raise
             self._last_id = int(self._w.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()[0])
             self._dropped += dropped
+            if rows:
+                self._last_append = time.monotonic()
             self._new_data.notify_all()
             return dropped
 
@@ -195,28 +206,29 @@ class DurableQueue:
 
     # -- draining --------------------------------------------------------------------------
     def read(self, sink: str, *, max_items: int, kinds: Iterable[str] | None = None) -> Batch:
-        """The next items for `sink` after its cursor (only `kinds` if given), oldest first."""
+        """The next items for `sink` after its cursor (only `kinds` if given), oldest first.
+
+        One SELECT, no explicit read transaction: the upper bound is `last_id` as of the last
+        committed `append` (taken under the lock), so the rows read and `end_id` agree even
+        while new items are being committed.
+        """
         with self._lock:
             cursor = self._cursors[sink]
+            end = self._last_id
         conn = self._reader()
         kind_list = sorted(kinds) if kinds is not None else None
-        conn.execute("BEGIN")
-        try:
-            end = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()[0])
-            if kind_list is None:
-                rows = conn.execute(
-                    "SELECT id, kind, topic, payload, received_ns FROM items WHERE id > ? ORDER BY id LIMIT ?",
-                    (cursor, max_items),
-                ).fetchall()
-            else:
-                marks = ",".join("?" for _ in kind_list)
-                rows = conn.execute(
-                    f"SELECT id, kind, topic, payload, received_ns FROM items WHERE id > ? AND kind IN ({marks}) "
-                    "ORDER BY id LIMIT ?",
-                    (cursor, *kind_list, max_items),
-                ).fetchall()
-        finally:
-            conn.execute("COMMIT")
+        if kind_list is None:
+            rows = conn.execute(
+                "SELECT id, kind, topic, payload, received_ns FROM items WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                (cursor, end, max_items),
+            ).fetchall()
+        else:
+            marks = ",".join("?" for _ in kind_list)
+            rows = conn.execute(
+                "SELECT id, kind, topic, payload, received_ns FROM items WHERE id > ? AND id <= ? "
+                f"AND kind IN ({marks}) ORDER BY id LIMIT ?",
+                (cursor, end, *kind_list, max_items),
+            ).fetchall()
         items = [QueuedItem(int(r[0]), str(r[1]), str(r[2]), bytes(r[3]), int(r[4])) for r in rows]
         end_id = items[-1].id if len(items) >= max_items else max(end, cursor)
         return Batch(sink, items, end_id)
@@ -228,16 +240,19 @@ class DurableQueue:
                 return
             cursors = dict(self._cursors)
             cursors[batch.sink] = batch.end_id
+            old_floor = min(self._cursors.values())
             floor = min(cursors.values())
             # A lost cursor update only re-sends items to an idempotent sink: no fsync needed here
             # (the next FULL commit of `append` makes it durable anyway).
-            self._w.execute("PRAGMA synchronous=NORMAL")
+            self._set_sync_locked("NORMAL")
             self._w.execute("BEGIN IMMEDIATE")
             try:
                 self._w.execute(
                     "UPDATE cursors SET position = MAX(position, ?) WHERE sink = ?", (batch.end_id, batch.sink)
                 )
-                deleted = max(0, self._w.execute("DELETE FROM items WHERE id <= ?", (floor,)).rowcount)
+                deleted = 0
+                if floor > old_floor:  # only the slowest sink's confirm can free items
+                    deleted = max(0, self._w.execute("DELETE FROM items WHERE id <= ?", (floor,)).rowcount)
                 if deleted:
                     self._bump_locked("stored", deleted)
                 self._w.execute("COMMIT")
@@ -250,7 +265,7 @@ class DurableQueue:
 
     def _purge_locked(self) -> None:
         floor = min(self._cursors.values())
-        self._w.execute("PRAGMA synchronous=NORMAL")
+        self._set_sync_locked("NORMAL")
         self._w.execute("BEGIN IMMEDIATE")
         try:
             deleted = max(0, self._w.execute("DELETE FROM items WHERE id <= ?", (floor,)).rowcount)
@@ -269,6 +284,26 @@ class DurableQueue:
                 lambda: self._last_id > self._cursors[sink] or self._closed or (stop is not None and stop.is_set()),
                 timeout,
             )
+
+    def linger(self, sink: str, *, fill: int, max_wait_s: float, quiet_s: float, stop: threading.Event) -> None:
+        """Let a sink's batch fill: block while fewer than `fill` items wait after its cursor.
+
+        Returns at once when nothing is pending (no batch to fill), and otherwise as soon as
+        `fill` items are pending, `max_wait_s` has passed, no new item was committed for
+        `quiet_s` (so an idle stream is not delayed), `stop` is set or the queue closes.
+        The pending count includes kinds the sink skips; that only ends the wait earlier.
+        """
+        deadline = time.monotonic() + max_wait_s
+        with self._new_data:
+            while True:
+                pending = self._last_id - self._cursors[sink]
+                if pending <= 0 or pending >= fill or self._closed or stop.is_set():
+                    return
+                now = time.monotonic()
+                remaining = min(deadline, self._last_append + quiet_s) - now
+                if remaining <= 0:
+                    return
+                self._new_data.wait(remaining)
 
     def wake(self) -> None:
         """Wake every waiter (so they see a stop flag at once)."""

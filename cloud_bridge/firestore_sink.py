@@ -27,6 +27,7 @@ from typing import Any
 
 from cloud_bridge.archive import compress_centi
 from cloud_bridge.config import FirestoreSettings
+from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import QueuedItem
 from cloud_bridge.records import Kind, SessionOutcome, decode_item
 from cloud_bridge.sink import PermanentSinkError, SinkError
@@ -146,12 +147,13 @@ class FirestoreSink:
     name = "firestore"
     kinds: frozenset[str] | None = frozenset(FIRESTORE_KINDS)
 
-    def __init__(self, settings: FirestoreSettings) -> None:
+    def __init__(self, settings: FirestoreSettings, *, decoded: DecodedCache | None = None) -> None:
         import firebase_admin
         from firebase_admin import firestore
         from google.cloud.firestore_v1 import ArrayUnion
 
         self.settings = settings
+        self._decode = decoded.decode if decoded is not None else decode_item
         atexit.register(_close_shared_http_session)
         options: dict[str, Any] = {}
         project = settings.project_id
@@ -179,7 +181,7 @@ class FirestoreSink:
         writes: list[Write] = []
         for item in items:
             try:
-                decoded = decode_item(item.kind, item.payload)
+                decoded = self._decode(item.kind, item.payload)
             except ContractError as exc:
                 raise PermanentSinkError(f"queued item {item.id} is corrupt: {exc}") from None
             writes += writes_for(

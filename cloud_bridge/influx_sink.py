@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cloud_bridge.config import InfluxSettings
+from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import QueuedItem
 from cloud_bridge.line_protocol import item_lines
 from cloud_bridge.records import decode_item
@@ -25,11 +26,12 @@ class InfluxSink:
     name = "influx"
     kinds: frozenset[str] | None = None
 
-    def __init__(self, settings: InfluxSettings) -> None:
+    def __init__(self, settings: InfluxSettings, *, decoded: DecodedCache | None = None) -> None:
         from influxdb_client.client.influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.settings = settings
+        self._decode = decoded.decode if decoded is not None else decode_item
         self._client = InfluxDBClient(
             url=settings.url,
             token=settings.resolve_token() or "",
@@ -43,7 +45,7 @@ class InfluxSink:
         out: list[str] = []
         for item in items:
             try:
-                decoded = decode_item(item.kind, item.payload)
+                decoded = self._decode(item.kind, item.payload)
                 out += item_lines(
                     item.kind, item.topic, decoded, item.received_ns, rows_every=self.settings.frame_rows_every
                 )

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DurableQueue, NewItem
 from cloud_bridge.records import Accepted, classify
 from mqtt_contract.connection import Message
@@ -28,12 +29,19 @@ PublishDeadLetter = Callable[[DeadLetter], None]
 
 class Ingest:
     def __init__(
-        self, queue: DurableQueue, *, component: str, batch: int, publish_deadletter: PublishDeadLetter
+        self,
+        queue: DurableQueue,
+        *,
+        component: str,
+        batch: int,
+        publish_deadletter: PublishDeadLetter,
+        decoded: DecodedCache | None = None,
     ) -> None:
         self._queue = queue
         self._component = component
         self._batch = batch
         self._publish_deadletter = publish_deadletter
+        self._decoded = decoded
         self._inbox: stdqueue.SimpleQueue[Message] = stdqueue.SimpleQueue()
         self._accepting = True
         self._stop = threading.Event()
@@ -92,6 +100,8 @@ class Ingest:
             result = classify(message.topic, message.payload)
             if isinstance(result, Accepted):
                 items.append(NewItem(result.kind.value, message.topic, message.payload, now))
+                if self._decoded is not None:  # the sinks reuse what validation decoded
+                    self._decoded.put(result.kind.value, message.payload, result.decoded)
             elif result.dead_letter:
                 # Each dead letter gets its own millisecond: stored as points, two letters with
                 # the same tags and timestamp would overwrite each other.

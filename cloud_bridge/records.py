@@ -1,8 +1,9 @@
 """What the bridge accepts: validate an MQTT message with the contract and name its kind.
 
 Validation happens before a message is queued, so sinks only ever see valid payloads; a
-malformed one becomes a dead letter with the contract's one-line reason. Sinks decode the
-stored payload again with `decode_item` (cheap, and the queue keeps the original bytes).
+malformed one becomes a dead letter with the contract's one-line reason. The queue keeps the
+original bytes; sinks get the decoded record through `decoded_cache.DecodedCache` (what
+ingest decoded, reused) or decode it again with `decode_item` (after a restart or a backlog).
 """
 
 from __future__ import annotations

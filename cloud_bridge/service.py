@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 from cloud_bridge.archive_sink import ArchiveSink
 from cloud_bridge.config import BridgeConfig, SinkRetry
+from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DurableQueue, QueuedItem
 from cloud_bridge.ingest import Ingest
 from cloud_bridge.session_tracker import SessionTracker
@@ -86,17 +87,19 @@ class Bridge:
     def start(self) -> Bridge:
         cfg = self.config
         sinks: list[tuple[Sink, SinkRetry]] = []
-        archive_sink = ArchiveSink(cfg.archive.path, store_frames=cfg.archive.store_frames)
+        # Shared by ingest and the sinks: each message is decoded once (ingest validates it).
+        decoded = DecodedCache()
+        archive_sink = ArchiveSink(cfg.archive.path, store_frames=cfg.archive.store_frames, decoded=decoded)
         sinks.append((archive_sink, cfg.archive))
         try:
             if cfg.influx.enabled:
                 from cloud_bridge.influx_sink import InfluxSink
 
-                sinks.append((InfluxSink(cfg.influx), cfg.influx))
+                sinks.append((InfluxSink(cfg.influx, decoded=decoded), cfg.influx))
             if cfg.firestore.enabled:
                 from cloud_bridge.firestore_sink import FirestoreSink
 
-                sinks.append((FirestoreSink(cfg.firestore), cfg.firestore))
+                sinks.append((FirestoreSink(cfg.firestore, decoded=decoded), cfg.firestore))
             will = Will(node_topic(self.node_id, NodeChannel.STATUS), self._status(DeviceState.OFFLINE), qos=1)
             self.connection = MqttConnection(
                 cfg.mqtt, client_id=cfg.mqtt.client_id or f"thermoscreen-{self.node_id}", will=will, manual_ack=True
@@ -123,10 +126,15 @@ class Bridge:
                 batch_items=retry.batch_items,
                 backoff=Backoff(retry.backoff_min_s, retry.backoff_max_s),
                 on_batch=hook,
+                linger_s=retry.linger_ms / 1000.0,
             ).start()
         self.tracker.start()
         self.ingest = Ingest(
-            self.queue, component=self.node_id, batch=cfg.queue.ingest_batch, publish_deadletter=self._deadletter
+            self.queue,
+            component=self.node_id,
+            batch=cfg.queue.ingest_batch,
+            publish_deadletter=self._deadletter,
+            decoded=decoded,
         ).start()
         # Handlers before connecting: a persistent session gets its queued messages right
         # after CONNACK, before any SUBSCRIBE of this connection.
