@@ -14,11 +14,11 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 from typing import IO
 
 from broker.local import free_port
+from cloud_bridge.local_server import log_tail, wait_http_ok
 
 
 class FirestoreEmulatorError(RuntimeError):
@@ -56,29 +56,19 @@ class LocalFirestoreEmulator:
             env=env,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rc = self._proc.poll()
-            if rc is not None:
-                tail = self.log_tail()
-                self.stop()
-                raise FirestoreEmulatorError(f"gcloud exited with code {rc}: {tail}")
-            try:
-                with urllib.request.urlopen(f"http://{self.host}/", timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise FirestoreEmulatorError(f"emulator not answering on {self.host} after {timeout:.0f} s")
+        try:
+            rc = wait_http_ok(f"http://{self.host}/", self._proc, timeout, poll_s=0.1)
+        except TimeoutError:
+            self.stop()
+            raise FirestoreEmulatorError(f"emulator not answering on {self.host} after {timeout:.0f} s") from None
+        if rc is not None:
+            tail = self.log_tail()
+            self.stop()
+            raise FirestoreEmulatorError(f"gcloud exited with code {rc}: {tail}")
+        return self
 
     def log_tail(self, lines: int = 5) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return " | ".join(text.strip().splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = 15.0) -> None:
         proc, self._proc = self._proc, None

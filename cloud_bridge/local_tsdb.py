@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import IO
 
 from broker.local import free_port
+from cloud_bridge.local_server import log_tail, wait_http_ok
 
 VICTORIA_CANDIDATES = ("victoria-metrics", "victoria-metrics-prod", "/usr/bin/victoria-metrics")
 
@@ -131,29 +132,19 @@ class LocalVictoriaMetrics:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rc = self._proc.poll()
-            if rc is not None:
-                tail = self.log_tail()
-                self.stop()
-                raise TsdbStartError(f"victoria-metrics exited with code {rc} on start; log: {tail}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise TsdbStartError(f"victoria-metrics not healthy on port {self.port} after {timeout:.0f} s")
+        try:
+            rc = wait_http_ok(f"{self.url}/health", self._proc, timeout)
+        except TimeoutError:
+            self.stop()
+            raise TsdbStartError(f"victoria-metrics not healthy on port {self.port} after {timeout:.0f} s") from None
+        if rc is not None:
+            tail = self.log_tail()
+            self.stop()
+            raise TsdbStartError(f"victoria-metrics exited with code {rc} on start; log: {tail}")
+        return self
 
     def log_tail(self, lines: int = 5) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return " | ".join(text.strip().splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM and wait: VictoriaMetrics flushes its buffers to disk before exiting."""
