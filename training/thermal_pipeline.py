@@ -193,7 +193,9 @@ def run_thermal_training(opts: ThermalRunOptions) -> dict[str, Any]:
         "source_resolution": list(data.source_shape),
         "emulation": "sensor_node.mlx_emulation.emulate_mlx_frame (24x32 block average, 0.1 K noise at 2 Hz, "
         "+-1 C device offset)",
-        "augmentation": "per epoch: shift +-1 sensor px in half-px steps, left-right mirror, refresh 1/2/4 Hz noise, "
+        "augmentation": "per epoch: shift +-1 sensor px in half-px steps, left-right mirror, a cold "
+        "marker-like square pasted at the bottom centre of 60% of frames of both classes (the DMR-IR "
+        "capture marker is a label shortcut), refresh 1/2/4 Hz noise, "
         "device offset",
         "training": {**asdict(config), "seed": opts.seed, "class_weights": "balanced", "trained_on": "all frames"},
         "command": opts.command,
