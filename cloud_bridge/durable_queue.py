@@ -15,10 +15,11 @@ refuses new items; either way the drops are counted and persisted.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -100,13 +101,12 @@ class DurableQueue:
         self._readers: list[sqlite3.Connection] = []
         self._w = self._open()
         self._w.executescript(_SCHEMA)
-        self._w.execute("BEGIN IMMEDIATE")
-        # Sinks no longer configured would hold items forever: forget their cursors.
-        marks = ",".join("?" for _ in sinks)
-        self._w.execute(f"DELETE FROM cursors WHERE sink NOT IN ({marks})", tuple(sinks))
-        for sink in sinks:
-            self._w.execute("INSERT OR IGNORE INTO cursors (sink, position) VALUES (?, 0)", (sink,))
-        self._w.execute("COMMIT")
+        with self._write_transaction():
+            # Sinks no longer configured would hold items forever: forget their cursors.
+            marks = ",".join("?" for _ in sinks)
+            self._w.execute(f"DELETE FROM cursors WHERE sink NOT IN ({marks})", tuple(sinks))
+            for sink in sinks:
+                self._w.execute("INSERT OR IGNORE INTO cursors (sink, position) VALUES (?, 0)", (sink,))
         self._cursors: dict[str, int] = dict(self._w.execute("SELECT sink, position FROM cursors").fetchall())
         self._last_id = int(self._w.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()[0])
         seq_row = self._w.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
@@ -119,6 +119,17 @@ class DurableQueue:
         self._last_append = 0.0
         self._w_sync = ""
         self._purge_locked()
+
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE on the writer connection; COMMIT on success, ROLLBACK on any exception."""
+        self._w.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._w.execute("COMMIT")
+        except BaseException:
+            self._w.execute("ROLLBACK")
+            raise
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -160,8 +171,7 @@ class DurableQueue:
             self._set_sync_locked(self._synchronous)
             depth = self._last_id - min(self._cursors.values())
             excess = depth + len(rows) - self.max_items
-            self._w.execute("BEGIN IMMEDIATE")
-            try:
+            with self._write_transaction():
                 if excess > 0 and self.drop_policy == "drop_newest":
                     keep = max(0, len(rows) - excess)
                     dropped = len(rows) - keep
@@ -175,10 +185,6 @@ class DurableQueue:
                     )
                 if dropped:
                     self._bump_locked("dropped", dropped)
-                self._w.execute("COMMIT")
-            except BaseException:
-                self._w.execute("ROLLBACK")
-                raise
             self._last_id = int(self._w.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()[0])
             self._dropped += dropped
             if rows:
@@ -245,8 +251,7 @@ class DurableQueue:
             # A lost cursor update only re-sends items to an idempotent sink: no fsync needed here
             # (the next FULL commit of `append` makes it durable anyway).
             self._set_sync_locked("NORMAL")
-            self._w.execute("BEGIN IMMEDIATE")
-            try:
+            with self._write_transaction():
                 self._w.execute(
                     "UPDATE cursors SET position = MAX(position, ?) WHERE sink = ?", (batch.end_id, batch.sink)
                 )
@@ -255,10 +260,6 @@ class DurableQueue:
                     deleted = max(0, self._w.execute("DELETE FROM items WHERE id <= ?", (floor,)).rowcount)
                 if deleted:
                     self._bump_locked("stored", deleted)
-                self._w.execute("COMMIT")
-            except BaseException:
-                self._w.execute("ROLLBACK")
-                raise
             self._cursors = cursors
             self._stored += deleted
             self._new_data.notify_all()
@@ -266,15 +267,10 @@ class DurableQueue:
     def _purge_locked(self) -> None:
         floor = min(self._cursors.values())
         self._set_sync_locked("NORMAL")
-        self._w.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write_transaction():
             deleted = max(0, self._w.execute("DELETE FROM items WHERE id <= ?", (floor,)).rowcount)
             if deleted:
                 self._bump_locked("stored", deleted)
-            self._w.execute("COMMIT")
-        except BaseException:
-            self._w.execute("ROLLBACK")
-            raise
         self._stored += deleted
 
     def wait_for_data(self, sink: str, timeout: float, stop: threading.Event | None = None) -> bool:
