@@ -1,7 +1,7 @@
 """Who may log in to the broker, with which role: the registry kept next to the password file.
 
 Usernames are chosen so a service can never pass for a device: a device's username is its
-device id (`[a-z0-9-]{1,32}`, see `mqtt_contract.ids`), a service's is `<role>.<name>`, and
+device id (`[a-z0-9-]{1,32}`, see `contract.ids`), a service's is `<role>.<name>`, and
 the dot cannot appear in a device id. Mosquitto applies the device `pattern` lines to every
 user, so a service may write `thermo/v1/inference.gpu-1/frame`; no consumer accepts that
 topic (its device-id level is invalid, so it is dead-lettered), and no device id can be
@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mqtt_contract.ids import validate_device_id, validate_node_id
+from contract.ids import validate_device_id, validate_node_id
 
 REGISTRY_VERSION = 1
 SERVICE_SEPARATOR = "."

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from broker.accounts import Account, Role
-from mqtt_contract import topics as t
+from contract import topics as t
 
 #: Every user gets these (Mosquitto applies patterns to all); see broker/accounts.py for why
 #: that is harmless for services.

@@ -8,11 +8,11 @@ from pathlib import Path
 from cloud_bridge.archive import Archive, ArchivedFrame, VerdictRecord, compress_centi
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import QueuedItem
-from cloud_bridge.records import Kind, SessionOutcome, decode_item
+from cloud_bridge.intake import Kind, SessionOutcome, decode_item
 from cloud_bridge.sink import PermanentSinkError
-from mqtt_contract.errors import ContractError
-from mqtt_contract.frame import Frame
-from mqtt_contract.messages import RfidEvent, RfidEventKind, Verdict
+from contract.errors import ContractError
+from contract.frame import Frame
+from contract.messages import RfidEvent, RfidEventKind, Verdict
 
 ARCHIVE_KINDS = frozenset({Kind.FRAME, Kind.VERDICT, Kind.RFID, Kind.SESSION_OUTCOME})
 

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mqtt_contract.connection import MqttSettings
-from mqtt_contract.settings_file import load_toml_model, validate_model
+from transport.config_file import load_toml_model, validate_model
+from transport.connection import MqttSettings
 
 #: The bridge needs a persistent MQTT session so the broker keeps messages while it is down.
 BRIDGE_MQTT_DEFAULTS: dict[str, Any] = {

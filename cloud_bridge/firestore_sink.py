@@ -29,11 +29,11 @@ from cloud_bridge.archive import compress_centi
 from cloud_bridge.config import FirestoreSettings
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import QueuedItem
-from cloud_bridge.records import Kind, SessionOutcome, decode_item
+from cloud_bridge.intake import Kind, SessionOutcome, decode_item
 from cloud_bridge.sink import PermanentSinkError, SinkError
-from mqtt_contract.errors import ContractError
-from mqtt_contract.frame import Frame
-from mqtt_contract.messages import RfidEvent, RfidEventKind, Verdict
+from contract.errors import ContractError
+from contract.frame import Frame
+from contract.messages import RfidEvent, RfidEventKind, Verdict
 
 FIRESTORE_KINDS = frozenset({Kind.FRAME, Kind.VERDICT, Kind.RFID, Kind.SESSION_OUTCOME})
 #: Firestore allows at most 500 writes per batch commit.

@@ -13,10 +13,10 @@ from typing import Any
 from cloud_bridge.config import InfluxSettings
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import QueuedItem
+from cloud_bridge.intake import decode_item
 from cloud_bridge.line_protocol import item_lines
-from cloud_bridge.records import decode_item
 from cloud_bridge.sink import PermanentSinkError, SinkError
-from mqtt_contract.errors import ContractError
+from contract.errors import ContractError
 
 #: HTTP statuses that mean "this data will never be accepted" (not auth or availability problems).
 _PERMANENT_STATUS = frozenset({400, 413, 422})

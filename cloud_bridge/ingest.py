@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DurableQueue, NewItem
-from cloud_bridge.records import Accepted, classify
-from mqtt_contract.connection import Message
-from mqtt_contract.messages import DeadLetter
+from cloud_bridge.intake import Accepted, classify
+from contract.messages import DeadLetter
+from transport.connection import Message
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from cloud_bridge import schema
 from cloud_bridge.frame_stats import frame_stats
-from cloud_bridge.records import Decoded, Kind, SessionOutcome
-from mqtt_contract.frame import MAX_PIXEL_CENTI, MIN_PIXEL_CENTI, Frame
-from mqtt_contract.messages import (
+from cloud_bridge.intake import Decoded, Kind, SessionOutcome
+from contract import timeseries as schema
+from contract.frame import MAX_PIXEL_CENTI, MIN_PIXEL_CENTI, Frame
+from contract.messages import (
     DeadLetter,
     DeviceState,
     DeviceStatus,
@@ -31,7 +31,7 @@ from mqtt_contract.messages import (
     RfidEventKind,
     Verdict,
 )
-from mqtt_contract.topics import parse_topic
+from contract.topics import parse_topic
 
 _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _ROW_FIELDS = [f"c{c:02d}=" for c in range(schema.PIXEL_COLS)]

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise RuntimeError(f"the report needs matplotlib ({exc}); install thermoscreen[dashboards]") from None
 
-    from mqtt_contract.ids import validate_session_id
+    from contract.ids import validate_session_id
 
     sessions: list[str] | None = None if args.all else [validate_session_id(s.strip().lower()) for s in args.session]
     out: Path = args.out or Path("report.html" if sessions is None else f"report-{sessions[0][:8]}.html")

@@ -19,12 +19,11 @@ from cloud_bridge.config import BridgeConfig, SinkRetry
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DurableQueue, QueuedItem
 from cloud_bridge.ingest import Ingest
-from cloud_bridge.session_tracker import SessionTracker
+from cloud_bridge.session_verdicts import SessionTracker
 from cloud_bridge.sink import Backoff, Sink, SinkWorker
 from cloud_bridge.verdict_publisher import SessionVerdictPublisher
-from mqtt_contract.connection import MqttConnection, PublishReceipt, Will
-from mqtt_contract.messages import DeadLetter, DeviceState, NodeMetrics, NodeRole, NodeStatus, encode_message
-from mqtt_contract.topics import (
+from contract.messages import DeadLetter, DeviceState, NodeMetrics, NodeRole, NodeStatus, encode_message
+from contract.topics import (
     ALL_DEADLETTERS,
     ALL_DEVICE_STATUS,
     ALL_FRAMES,
@@ -36,6 +35,7 @@ from mqtt_contract.topics import (
     deadletter_topic,
     node_topic,
 )
+from transport.connection import MqttConnection, PublishReceipt, Will
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cloud_bridge.durable_queue import QueuedItem
-from cloud_bridge.records import Kind, SessionOutcome
+from cloud_bridge.intake import Kind, SessionOutcome
 from cloud_bridge.sink import SinkError
-from mqtt_contract.connection import MqttConnection, PublishReceipt
-from mqtt_contract.messages import encode_message
-from mqtt_contract.topics import session_verdict_topic
+from contract.messages import encode_message
+from contract.topics import session_verdict_topic
+from transport.connection import MqttConnection, PublishReceipt
 
 
 class SessionVerdictPublisher:

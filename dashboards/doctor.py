@@ -13,7 +13,7 @@ from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dash
 
-from cloud_bridge.schema import PIXEL_COLS
+from contract.timeseries import PIXEL_COLS
 from dashboards.influxql import DATASOURCE, InfluxQL
 from dashboards.panels import (
     Table,

@@ -16,7 +16,7 @@ from typing import Any
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from cloud_bridge.schema import MEASUREMENTS, Measurement
+from contract.timeseries import MEASUREMENTS, Measurement
 from dashboards import doctor, fleet
 from dashboards.query_refs import schema_problems
 
@@ -65,7 +65,7 @@ def render() -> dict[str, str]:
         data = dashboard_json(build())
         problems = query_problems(data)
         if problems:
-            raise ValueError(f"{name} does not match cloud_bridge/schema.py: " + "; ".join(problems))
+            raise ValueError(f"{name} does not match contract/timeseries.py: " + "; ".join(problems))
         files[name] = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     return files
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cloud_bridge.schema import Measurement
+from contract.timeseries import Measurement
 
 
 class QueryParseError(ValueError):

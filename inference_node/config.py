@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mqtt_contract.connection import MqttSettings
-from mqtt_contract.ids import validate_node_id
-from mqtt_contract.settings_file import load_toml_model, validate_model
+from contract.ids import validate_node_id
+from transport.config_file import load_toml_model, validate_model
+from transport.connection import MqttSettings
 
 Variant = Literal["auto", "float32", "int8"]
 

@@ -25,17 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from inference_node.batcher import Arrival, MicroBatcher
-from inference_node.config import InferenceConfig
-from inference_node.manifest import ManifestError
-from inference_node.model_watch import ModelDirWatch, directory_signature
-from inference_node.runner import ModelRunner
-from inference_node.stats import NodeStats
-from inference_node.verdicts import VerdictEncoder
-from mqtt_contract.connection import Message, MqttConnection, PublishReceipt, Will
-from mqtt_contract.errors import ContractError
-from mqtt_contract.frame import decode_frame
-from mqtt_contract.messages import (
+from contract.errors import ContractError
+from contract.frame import decode_frame
+from contract.messages import (
     DeadLetter,
     DeviceState,
     ModelSwap,
@@ -45,7 +37,9 @@ from mqtt_contract.messages import (
     decode_message,
     encode_message,
 )
-from mqtt_contract.topics import (
+from contract.model.manifest import ManifestError
+from contract.model.model_runner import ModelRunner
+from contract.topics import (
     ADMIN_MODEL_TOPIC,
     ALL_FRAMES,
     NodeChannel,
@@ -54,6 +48,12 @@ from mqtt_contract.topics import (
     parse_topic,
     shared,
 )
+from inference_node.batcher import Arrival, MicroBatcher
+from inference_node.config import InferenceConfig
+from inference_node.model_watch import ModelDirWatch, directory_signature
+from inference_node.stats import NodeStats
+from inference_node.verdicts import VerdictEncoder
+from transport.connection import Message, MqttConnection, PublishReceipt, Will
 
 log = logging.getLogger(__name__)
 

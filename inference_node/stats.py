@@ -1,6 +1,6 @@
 """The node's health numbers: counters since start and a latency/throughput window per metrics period.
 
-Names of the published values are those of `cloud_bridge.schema.NODE_METRICS` (so the bridge
+Names of the published values are those of `contract.timeseries.NODE_METRICS` (so the bridge
 and dashboards can store them) plus `queue_depth`, `model_swaps` and `model_swaps_refused`.
 """
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 
-from inference_node.runner import ModelRunner
-from mqtt_contract.frame import Frame
-from mqtt_contract.messages import Verdict
-from mqtt_contract.topics import verdict_topic
+from contract.frame import Frame
+from contract.messages import Verdict
+from contract.model.model_runner import ModelRunner
+from contract.topics import verdict_topic
 
 
 class VerdictEncoder:

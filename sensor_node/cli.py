@@ -36,6 +36,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sensor_node.runner import run_sensor
+    from sensor_node.service import run_sensor
 
     return run_sensor(args)

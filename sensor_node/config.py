@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mqtt_contract.connection import MqttSettings
-from mqtt_contract.ids import validate_device_id
-from mqtt_contract.settings_file import load_toml_model, validate_model
-from sensor_node.mlx_emulation import REFRESH_RATES_HZ
+from contract.ids import validate_device_id
+from contract.sensor import REFRESH_RATES_HZ
+from transport.config_file import load_toml_model, validate_model
+from transport.connection import MqttSettings
 
 #: The chip refreshes at most 64 subpages/s, i.e. 32 full frames/s through the driver.
 MAX_MLX_RATE_HZ = 32.0

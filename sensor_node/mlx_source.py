@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mqtt_contract.frame import SensorKind
+from contract.frame import SensorKind
 from sensor_node.thermal_source import SensorTimeout, TemperatureArray
 
 MLX90640_ADDRESS = 0x33

@@ -18,17 +18,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mqtt_contract.connection import MqttConnection, Will
-from mqtt_contract.frame import Frame, encode_frame
-from mqtt_contract.ids import make_patient_ref
-from mqtt_contract.messages import DeviceState, DeviceStatus, RfidEvent, RfidEventKind, SessionEndReason, encode_message
-from mqtt_contract.topics import frame_topic, rfid_topic, status_topic
+from contract.frame import Frame, encode_frame
+from contract.ids import make_patient_ref
+from contract.messages import DeviceState, DeviceStatus, RfidEvent, RfidEventKind, SessionEndReason, encode_message
+from contract.topics import frame_topic, rfid_topic, status_topic
 from sensor_node.config import SensorConfig
 from sensor_node.publisher import SpoolPublisher
 from sensor_node.rfid import TapSource
 from sensor_node.session import SessionChange, SessionTracker
 from sensor_node.spool import RowKind, Spool
 from sensor_node.thermal_source import SensorTimeout, TemperatureArray, ThermalSource
+from transport.connection import MqttConnection, Will
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from mqtt_contract.connection import MqttConnection, PublishReceipt
 from sensor_node.spool import Spool, SpoolRow
+from transport.connection import MqttConnection, PublishReceipt
 
 log = logging.getLogger(__name__)
 

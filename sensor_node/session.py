@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mqtt_contract.ids import new_session_id
-from mqtt_contract.messages import RfidEventKind, SessionEndReason
+from contract.ids import new_session_id
+from contract.messages import RfidEventKind, SessionEndReason
 
 
 @dataclass(frozen=True)

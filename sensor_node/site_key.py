@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-from mqtt_contract.ids import MIN_SITE_KEY_BYTES
+from contract.ids import MIN_SITE_KEY_BYTES
 
 log = logging.getLogger(__name__)
 

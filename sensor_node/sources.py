@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from mqtt_contract.frame import SensorKind
+from contract.frame import SensorKind
+from contract.sensor import emulate_mlx_frame, random_device_offset
 from sensor_node.config import SensorConfig, SourceKind
-from sensor_node.mlx_emulation import emulate_mlx_frame, random_device_offset
 from sensor_node.synthetic_scene import random_patient, torso_scene
 from sensor_node.thermal_source import TemperatureArray, ThermalSource
 

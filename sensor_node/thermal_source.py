@@ -11,8 +11,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from mqtt_contract.frame import SensorKind
-from sensor_node.mlx_emulation import REFRESH_RATES_HZ
+from contract.frame import SensorKind
+from contract.sensor import REFRESH_RATES_HZ
 
 TemperatureArray = npt.NDArray[np.float32]
 

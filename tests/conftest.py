@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.local import LocalMosquitto
+from devtools.local_mosquitto import LocalMosquitto
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "dmr_ir" / "dmr_ir.npz"

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from mqtt_contract.connection import Message, MqttConnection, MqttSettings
+from transport.connection import Message, MqttConnection, MqttSettings
 
 
 class Collector:

@@ -26,8 +26,8 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("evaluate", "training.evaluate_cli", "evaluate a thermal .tflite model on a thermogram .npz"),
     ("broker", "broker.cli", "provision the Mosquitto broker: config, certificates, credentials"),
     ("dashboards", "dashboards.cli", "generate Grafana dashboards or push them to a Grafana"),
-    ("demo", "thermoscreen.demo_cli", "run the whole system locally with simulated devices"),
-    ("bench", "thermoscreen.bench_cli", "benchmarks: sensor, inference, bridge, e2e, faults"),
+    ("demo", "devtools.demo_cli", "run the whole system locally with simulated devices"),
+    ("bench", "devtools.bench.cli", "benchmarks: sensor, inference, bridge, e2e, faults"),
     ("protocol", "thermoscreen.protocol_cli", "decode or encode MQTT contract v1 payloads"),
 )
 

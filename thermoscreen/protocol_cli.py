@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mqtt_contract.errors import ContractError
+from contract.errors import ContractError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _message_types() -> dict[str, Any]:
-    from mqtt_contract.messages import MESSAGE_TYPES
+    from contract.messages import MESSAGE_TYPES
 
     return dict(MESSAGE_TYPES)
 
@@ -51,7 +51,7 @@ def _read(path: str) -> bytes:
 
 
 def describe_frame(payload: bytes) -> dict[str, Any]:
-    from mqtt_contract.frame import decode_frame
+    from contract.frame import decode_frame
 
     frame = decode_frame(payload)
     temps = frame.temperatures_c
@@ -78,8 +78,8 @@ def describe_frame(payload: bytes) -> dict[str, Any]:
 
 def describe_payload(payload: bytes, kind: str = "auto") -> dict[str, Any]:
     """Decode any contract v1 payload into a JSON-able summary; ContractError if it is none."""
-    from mqtt_contract.frame import MAGIC
-    from mqtt_contract.messages import decode_message
+    from contract.frame import MAGIC
+    from contract.messages import decode_message
 
     types = _message_types()
     if kind == "frame" or (kind == "auto" and payload[:3] == MAGIC):
@@ -116,8 +116,8 @@ def _decode(args: argparse.Namespace) -> int:
 def _encode_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from mqtt_contract.frame import Frame, SensorKind, encode_frame
-    from mqtt_contract.ids import new_session_id
+    from contract.frame import Frame, SensorKind, encode_frame
+    from contract.ids import new_session_id
 
     rows, cols = np.mgrid[0:24, 0:32]
     body = 30.0 + 4.0 * np.exp(-(((cols - 15.5) / 10.0) ** 2 + ((rows - 14.0) / 8.0) ** 2))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from inference_node.manifest import Manifest, load_manifest
+from contract.model.manifest import Manifest, load_manifest
 from training.metrics import binary_metrics, roc_auc
 from training.thermal_data import FloatArray, device_frames, load_thermograms
 
@@ -39,7 +39,7 @@ def tflite_probabilities(
     model_dir: Path, manifest: Manifest, frames_c: FloatArray
 ) -> dict[str, npt.NDArray[np.float64]]:
     """P(labels[1]) per frame (temperatures in C) from every variant in the manifest."""
-    from inference_node.runner import ModelRunner
+    from contract.model.model_runner import ModelRunner
 
     return {
         variant: ModelRunner.load(model_dir, variant=variant).predict_celsius(frames_c).astype(np.float64)

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from inference_node.manifest import Manifest, ModelFile, Preprocessing, load_manifest, sha256_file
+from contract.model.manifest import Manifest, ModelFile, Preprocessing, load_manifest, sha256_file
 from training.tf_setup import import_tensorflow
 
 FLOAT_FILE = "model.tflite"

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from inference_node.manifest import Preprocessing
+from contract.model.manifest import Preprocessing
 from training.idc_data import scan_idc_tree, split_index
 from training.litert_runner import TfliteModel
 from training.metrics import balanced_class_weights, binary_metrics

@@ -1,7 +1,7 @@
 """Run any exported `.tflite` file (thermal or IDC) through the inference node's runtime, not Keras.
 
 Used right after export to check the files against Keras. The runtime is the one
-`inference_node.litert.interpreter_factory` picks (LiteRT, then tflite_runtime, then tf.lite).
+`contract.model.litert.interpreter_factory` picks (LiteRT, then tflite_runtime, then tf.lite).
 Int8 models get their input quantised and their output dequantised with the scale and zero
 point the interpreter reports.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from inference_node.litert import interpreter_factory
+from contract.model.litert import interpreter_factory
 
 
 class TfliteModel:

@@ -2,7 +2,7 @@
 
 Frames are reduced once to twice the sensor resolution (48x64), so augmentation can shift by
 half a sensor pixel; every frame the model sees then goes through
-`sensor_node.mlx_emulation.emulate_mlx_frame` (24x32 block average, sensor noise, device
+`contract.sensor.emulate_mlx_frame` (24x32 block average, sensor noise, device
 offset), the same code the sensor node's replay source uses.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sensor_node.mlx_emulation import MLX_COLS, MLX_ROWS, block_average, emulate_mlx_frame, random_device_offset
+from contract.sensor import MLX_COLS, MLX_ROWS, block_average, emulate_mlx_frame, random_device_offset
 
 FloatArray = npt.NDArray[np.float32]
 

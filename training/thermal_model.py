@@ -18,8 +18,8 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from inference_node.preprocess import frame_standardize
-from sensor_node.mlx_emulation import MLX_COLS, MLX_ROWS
+from contract.model.preprocessing import frame_standardize
+from contract.sensor import MLX_COLS, MLX_ROWS
 from training.metrics import balanced_class_weights
 from training.thermal_data import FloatArray, augmented_device_frames
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from inference_node.manifest import Preprocessing
+from contract.model.manifest import Preprocessing
 from training.cross_validation import (
     MODELS,
     SUBSETS,
@@ -191,7 +191,7 @@ def run_thermal_training(opts: ThermalRunOptions) -> dict[str, Any]:
         "protocol0": int((data.dynamic_protocol == 0).sum()),
         "dynamic_all_sick": bool(np.all(data.labels[data.dynamic_protocol == 1] == 1)),
         "source_resolution": list(data.source_shape),
-        "emulation": "sensor_node.mlx_emulation.emulate_mlx_frame (24x32 block average, 0.1 K noise at 2 Hz, "
+        "emulation": "contract.sensor.emulate_mlx_frame (24x32 block average, 0.1 K noise at 2 Hz, "
         "+-1 C device offset)",
         "augmentation": "per epoch: shift +-1 sensor px in half-px steps, left-right mirror, a cold "
         "marker-like square pasted at the bottom centre of 60% of frames of both classes (the DMR-IR "

@@ -16,8 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def require_servers() -> None:
     """Skip (with the reason) where the real servers the benches start are not installed."""
-    from broker.local import BrokerStartError, find_mosquitto
-    from cloud_bridge.local_tsdb import TsdbStartError, find_victoria_metrics
+    from devtools.local_mosquitto import BrokerStartError, find_mosquitto
+    from devtools.local_tsdb import TsdbStartError, find_victoria_metrics
 
     try:
         find_mosquitto()

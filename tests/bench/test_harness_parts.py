@@ -8,13 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from broker.local import LocalMosquitto
-from cloud_bridge.records import Accepted, classify
-from mqtt_contract.connection import MqttConnection, MqttSettings
-from mqtt_contract.topics import frame_topic
-from thermoscreen.cuttable_relay import CuttableRelay
-from thermoscreen.landed import caught_up
-from thermoscreen.load_generator import BAD_SEQ_BASE, DeviceAccount, SimulatedDevice, bad_payloads, impostor_id
+from cloud_bridge.intake import Accepted, classify
+from contract.topics import frame_topic
+from devtools.bench.landed import caught_up
+from devtools.cuttable_relay import CuttableRelay
+from devtools.load_generator import BAD_SEQ_BASE, DeviceAccount, SimulatedDevice, bad_payloads, impostor_id
+from devtools.local_mosquitto import LocalMosquitto
+from transport.connection import MqttConnection, MqttSettings
 
 
 def test_relay_cut_drops_the_link_and_restore_lets_the_client_back(mosquitto: LocalMosquitto) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.secure_broker import SecureBroker
+from devtools.secure_broker import SecureBroker
 
 
 @pytest.fixture

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 
 from broker.provisioning import Credentials
-from mqtt_contract import Frame, encode_frame
-from mqtt_contract import topics as t
-from mqtt_contract.connection import NOT_AUTHORIZED, MqttConnection
-from mqtt_contract.ids import make_patient_ref, new_session_id
-from mqtt_contract.messages import RfidEvent, encode_message
+from contract import Frame, encode_frame
+from contract import topics as t
+from contract.ids import make_patient_ref, new_session_id
+from contract.messages import RfidEvent, encode_message
+from devtools.secure_broker import SecureBroker, connect_outcome
 from tests.mqtt_helpers import Collector, subscribe_and_wait
-from tests.secure_broker import SecureBroker, connect_outcome
+from transport.connection import NOT_AUTHORIZED, MqttConnection
 
 
 def _frame(device_id: str, seq: int, patient_ref: str | None = None, session_id: str | None = None) -> bytes:

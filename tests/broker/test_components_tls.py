@@ -21,9 +21,8 @@ from typing import IO
 import pytest
 
 from broker.provisioning import Credentials
-from mqtt_contract import topics as t
-from mqtt_contract.connection import Message
-from mqtt_contract.messages import (
+from contract import topics as t
+from contract.messages import (
     DeviceState,
     DeviceStatus,
     NodeStatus,
@@ -32,8 +31,9 @@ from mqtt_contract.messages import (
     Verdict,
     decode_message,
 )
+from devtools.secure_broker import SecureBroker
 from tests.mqtt_helpers import Collector, subscribe_and_wait
-from tests.secure_broker import SecureBroker
+from transport.connection import Message
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_MODEL = REPO_ROOT / "models" / "thermal"

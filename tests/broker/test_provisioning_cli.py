@@ -21,13 +21,13 @@ from cryptography import x509
 from broker.acl import render_acl
 from broker.certificates import certificate_names
 from broker.files import BrokerFiles
-from broker.local import RELOAD_LOG_LINE, LocalMosquitto, free_port
 from broker.passwords import parse_password_file, verify_password
 from broker.provisioning import add_device, add_service, init_broker, list_accounts, remove_account
-from mqtt_contract import topics as t
-from mqtt_contract.connection import MqttSettings
-from tests.secure_broker import connect_outcome
+from contract import topics as t
+from devtools.local_mosquitto import RELOAD_LOG_LINE, LocalMosquitto, free_port
+from devtools.secure_broker import connect_outcome
 from thermoscreen.cli import main
+from transport.connection import MqttSettings
 
 SECRET = 0o600
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.local_firestore import FirestoreEmulatorError, LocalFirestoreEmulator
-from cloud_bridge.local_tsdb import LocalVictoriaMetrics, TsdbStartError
+from devtools.local_firestore import FirestoreEmulatorError, LocalFirestoreEmulator
+from devtools.local_tsdb import LocalVictoriaMetrics, TsdbStartError
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from cloud_bridge.archive import Archive
 from cloud_bridge.config import BridgeConfig
-from mqtt_contract.connection import MqttConnection, PublishReceipt
-from mqtt_contract.settings_file import validate_model
+from transport.config_file import validate_model
+from transport.connection import MqttConnection, PublishReceipt
 
 T = TypeVar("T")
 

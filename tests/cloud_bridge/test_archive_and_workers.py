@@ -11,19 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from broker.local import LocalMosquitto
 from cloud_bridge.archive import Archive, ArchiveError
 from cloud_bridge.archive_sink import ArchiveSink
 from cloud_bridge.config import InfluxSettings
 from cloud_bridge.durable_queue import DurableQueue, NewItem
 from cloud_bridge.influx_sink import InfluxSink
-from cloud_bridge.local_tsdb import LocalVictoriaMetrics
-from cloud_bridge.records import Kind
+from cloud_bridge.intake import Kind
 from cloud_bridge.sink import Backoff, SinkWorker
-from cloud_bridge.synthetic_stream import make_session
-from mqtt_contract.frame import encode_frame
-from mqtt_contract.messages import encode_message
-from mqtt_contract.topics import frame_topic, rfid_topic, verdict_topic
+from contract.frame import encode_frame
+from contract.messages import encode_message
+from contract.topics import frame_topic, rfid_topic, verdict_topic
+from devtools.local_mosquitto import LocalMosquitto
+from devtools.local_tsdb import LocalVictoriaMetrics
+from devtools.synthetic_stream import make_session
 from tests.cloud_bridge.helpers import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -11,14 +11,14 @@ import threading
 import time
 from pathlib import Path
 
-from broker.local import LocalMosquitto
 from cloud_bridge.archive import Archive
-from cloud_bridge.local_tsdb import LocalVictoriaMetrics
-from cloud_bridge.synthetic_stream import expected_points, make_session, session_verdict_points
-from mqtt_contract.connection import Message
-from mqtt_contract.messages import DeviceState, NodeStatus, decode_message
+from contract.messages import DeviceState, NodeStatus, decode_message
+from devtools.local_mosquitto import LocalMosquitto
+from devtools.local_tsdb import LocalVictoriaMetrics
+from devtools.synthetic_stream import expected_points, make_session, session_verdict_points
 from tests.cloud_bridge.helpers import archive_counts, publish_all, wait_until
 from tests.mqtt_helpers import Collector, connect, subscribe_and_wait
+from transport.connection import Message
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from broker.local import LocalMosquitto
 from cloud_bridge.archive import Archive
-from cloud_bridge.local_tsdb import LocalVictoriaMetrics
 from cloud_bridge.service import Bridge
-from cloud_bridge.synthetic_stream import expected_points, make_session, session_verdict_points
+from devtools.local_mosquitto import LocalMosquitto
+from devtools.local_tsdb import LocalVictoriaMetrics
+from devtools.synthetic_stream import expected_points, make_session, session_verdict_points
 from tests.cloud_bridge.helpers import bridge_config, publish_all, wait_until
 from tests.mqtt_helpers import connect
 

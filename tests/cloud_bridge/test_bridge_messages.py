@@ -7,13 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.local import LocalMosquitto
 from cloud_bridge.archive import Archive, VerdictRecord
-from cloud_bridge.local_tsdb import LocalVictoriaMetrics
 from cloud_bridge.service import Bridge
-from cloud_bridge.synthetic_stream import make_session
-from mqtt_contract.frame import encode_frame
-from mqtt_contract.messages import (
+from contract.frame import encode_frame
+from contract.messages import (
     DeadLetter,
     DeviceState,
     NodeMetrics,
@@ -22,7 +19,10 @@ from mqtt_contract.messages import (
     decode_message,
     encode_message,
 )
-from mqtt_contract.topics import frame_topic, rfid_topic, verdict_topic
+from contract.topics import frame_topic, rfid_topic, verdict_topic
+from devtools.local_mosquitto import LocalMosquitto
+from devtools.local_tsdb import LocalVictoriaMetrics
+from devtools.synthetic_stream import make_session
 from tests.cloud_bridge.helpers import bridge_config, publish_all, wait_until
 from tests.mqtt_helpers import Collector, connect, subscribe_and_wait
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge import schema
 from cloud_bridge.config import BridgeConfig, load_config
-from mqtt_contract.settings_file import ConfigError
+from contract import timeseries as schema
+from transport.config_file import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,7 +79,7 @@ def test_cli_bad_config_is_one_line_with_exit_2(tmp_path: Path) -> None:
 
 
 def test_cli_unreachable_broker_is_one_line_with_exit_2(tmp_path: Path) -> None:
-    from broker.local import free_port
+    from devtools.local_mosquitto import free_port
 
     cfg = tmp_path / "b.toml"
     cfg.write_text("[mqtt]\nconnect_timeout_s = 1.0\n", encoding="utf-8")

@@ -10,17 +10,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from broker.local import LocalMosquitto
 from cloud_bridge.archive import decompress_centi
 from cloud_bridge.config import FirestoreSettings
 from cloud_bridge.durable_queue import QueuedItem
 from cloud_bridge.firestore_sink import FirestoreSink, frame_doc_id
-from cloud_bridge.local_firestore import LocalFirestoreEmulator
-from cloud_bridge.records import Kind
+from cloud_bridge.intake import Kind
 from cloud_bridge.service import Bridge
-from cloud_bridge.synthetic_stream import make_session
-from mqtt_contract.frame import encode_frame
-from mqtt_contract.messages import encode_message
+from contract.frame import encode_frame
+from contract.messages import encode_message
+from devtools.local_firestore import LocalFirestoreEmulator
+from devtools.local_mosquitto import LocalMosquitto
+from devtools.synthetic_stream import make_session
 from tests.cloud_bridge.helpers import bridge_config, publish_all, wait_until
 from tests.mqtt_helpers import connect
 

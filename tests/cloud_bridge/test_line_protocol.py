@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cloud_bridge import schema
 from cloud_bridge.frame_stats import frame_stats
+from cloud_bridge.intake import Kind, classify
 from cloud_bridge.line_protocol import frame_lines, item_lines, point, verdict_line
-from cloud_bridge.records import Kind, classify
-from cloud_bridge.synthetic_stream import make_session
-from mqtt_contract.frame import Frame, encode_frame
-from mqtt_contract.messages import DeviceState, DeviceStatus, NodeMetrics, NodeRole, encode_message
+from contract import timeseries as schema
+from contract.frame import Frame, encode_frame
+from contract.messages import DeviceState, DeviceStatus, NodeMetrics, NodeRole, encode_message
+from devtools.synthetic_stream import make_session
 
 
 def test_asymmetry_is_zero_for_a_mirror_symmetric_frame_and_measures_a_hot_side() -> None:

@@ -13,13 +13,13 @@ import pytest
 from cloud_bridge.config import load_config
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DurableQueue, NewItem, QueuedItem
-from cloud_bridge.records import Accepted, Kind, classify
+from cloud_bridge.intake import Accepted, Kind, classify
 from cloud_bridge.sink import Backoff, SinkWorker
-from cloud_bridge.synthetic_stream import make_session
-from mqtt_contract.errors import ContractError
-from mqtt_contract.frame import Frame, encode_frame
-from mqtt_contract.messages import encode_message
-from mqtt_contract.topics import frame_topic
+from contract.errors import ContractError
+from contract.frame import Frame, encode_frame
+from contract.messages import encode_message
+from contract.topics import frame_topic
+from devtools.synthetic_stream import make_session
 
 
 class RecordingSink:

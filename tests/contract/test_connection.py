@@ -13,13 +13,13 @@ import time
 import numpy as np
 import pytest
 
-from broker.local import LocalMosquitto
-from mqtt_contract import Frame, decode_frame, encode_frame
-from mqtt_contract import topics as t
-from mqtt_contract.connection import MqttConnection, MqttConnectionError, MqttSettings, Will
-from mqtt_contract.messages import DeviceState, DeviceStatus, decode_message, encode_message
+from contract import Frame, decode_frame, encode_frame
+from contract import topics as t
+from contract.messages import DeviceState, DeviceStatus, decode_message, encode_message
+from devtools.local_mosquitto import LocalMosquitto
 from tests.contract.test_messages_and_topics import SAMPLES
 from tests.mqtt_helpers import Collector, connect, subscribe_and_wait
+from transport.connection import MqttConnection, MqttConnectionError, MqttSettings, Will
 
 TOPIC_FOR = {
     "DeviceStatus": t.status_topic("pi-1"),
@@ -75,9 +75,9 @@ def test_retained_status_reaches_late_subscriber(mosquitto: LocalMosquitto) -> N
 CHILD = textwrap.dedent(
     """
     import sys, time
-    from mqtt_contract import topics as t
-    from mqtt_contract.connection import MqttConnection, MqttSettings, Will
-    from mqtt_contract.messages import DeviceState, DeviceStatus, encode_message
+    from contract import topics as t
+    from transport.connection import MqttConnection, MqttSettings, Will
+    from contract.messages import DeviceState, DeviceStatus, encode_message
     topic = t.status_topic("pi-will")
     will = Will(topic, encode_message(DeviceStatus(state=DeviceState.OFFLINE)))
     conn = MqttConnection(MqttSettings(url=sys.argv[1], keepalive_s=5), will=will).start()

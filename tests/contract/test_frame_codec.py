@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mqtt_contract import ContractError, Frame, SensorKind, decode_frame, encode_frame
-from mqtt_contract.frame import MAX_PIXEL_CENTI, MIN_PIXEL_CENTI
+from contract import ContractError, Frame, SensorKind, decode_frame, encode_frame
+from contract.frame import MAX_PIXEL_CENTI, MIN_PIXEL_CENTI
 
 device_ids = st.from_regex(r"[a-z0-9-]{1,32}", fullmatch=True).filter(
     lambda s: s not in {"nodes", "deadletter", "admin"}

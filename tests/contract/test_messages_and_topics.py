@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mqtt_contract import ContractError, make_patient_ref, new_session_id
-from mqtt_contract import topics as t
-from mqtt_contract.messages import (
+from contract import ContractError, make_patient_ref, new_session_id
+from contract import topics as t
+from contract.messages import (
     MESSAGE_TYPES,
     DeadLetter,
     DeviceState,

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from broker.local import find_mosquitto, free_port, wait_for_port
 from dashboards.influxql import PROVISIONED_DATASOURCE_UID
+from devtools.local_mosquitto import find_mosquitto, free_port, wait_for_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -206,8 +206,8 @@ def test_simulated_card_script_parses() -> None:
 _CLIENT = """
 import json, sys, threading
 from inference_node.config import load_config
-from mqtt_contract.connection import MqttConnection
-from mqtt_contract.topics import NodeChannel, node_topic
+from transport.connection import MqttConnection
+from contract.topics import NodeChannel, node_topic
 config = load_config(sys.argv[1], {"mqtt.url": sys.argv[2], "mqtt.ca_file": sys.argv[3]})
 conn = MqttConnection(config.mqtt, client_id=config.node_id)
 conn.start(wait=True)

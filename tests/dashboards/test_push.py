@@ -175,7 +175,7 @@ def test_rejected_token_is_a_one_line_error(grafana: tuple[str, FakeGrafana]) ->
 
 
 def test_unreachable_grafana_is_a_one_line_error() -> None:
-    from broker.local import free_port
+    from devtools.local_mosquitto import free_port
 
     out = push(f"http://127.0.0.1:{free_port()}", "--timeout", "2")
     assert out.returncode == 2

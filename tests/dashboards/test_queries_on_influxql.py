@@ -23,12 +23,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from broker.local import free_port, wait_for_port
 from cloud_bridge import line_protocol
-from cloud_bridge.records import SessionOutcome
-from dashboards.generate import GENERATED_DIR, iter_queries
-from mqtt_contract.frame import Frame
-from mqtt_contract.messages import (
+from cloud_bridge.intake import SessionOutcome
+from contract.frame import Frame
+from contract.messages import (
     DeadLetter,
     DeviceState,
     DeviceStatus,
@@ -40,7 +38,9 @@ from mqtt_contract.messages import (
     SessionVerdict,
     Verdict,
 )
-from sensor_node.mlx_emulation import block_average
+from contract.sensor import block_average
+from dashboards.generate import GENERATED_DIR, iter_queries
+from devtools.local_mosquitto import free_port, wait_for_port
 from sensor_node.synthetic_scene import synthetic_thermograms
 
 INFLUXD = shutil.which("influxd")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cloud_bridge.schema import MEASUREMENTS
+from contract.timeseries import MEASUREMENTS
 from dashboards.generate import GENERATED_DIR, iter_queries, query_problems
 from dashboards.query_refs import QueryParseError, parse_query, schema_problems
 

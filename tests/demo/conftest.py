@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from thermoscreen.stack import shipped_model_dir
+from devtools.stack import shipped_model_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from devtools.stack import shipped_model_dir
 from thermoscreen.cli import main
-from thermoscreen.stack import shipped_model_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"devices", "frames_published", "verdicts", "sessions", "stored", "lost", "report"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from thermoscreen.stack import BRIDGE, LocalStack, StackOptions
-from thermoscreen.traffic import TrafficSnapshot
+from devtools.stack import BRIDGE, LocalStack, StackOptions
+from devtools.traffic import TrafficSnapshot
 
 TIMEOUT_S = 60.0
 

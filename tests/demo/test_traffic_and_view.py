@@ -8,12 +8,10 @@ import tomllib
 
 import numpy as np
 
-from broker.local import LocalMosquitto
-from mqtt_contract import topics as t
-from mqtt_contract.connection import MqttSettings
-from mqtt_contract.frame import Frame, encode_frame
-from mqtt_contract.ids import make_patient_ref, new_session_id
-from mqtt_contract.messages import (
+from contract import topics as t
+from contract.frame import Frame, encode_frame
+from contract.ids import make_patient_ref, new_session_id
+from contract.messages import (
     DeviceState,
     DeviceStatus,
     NodeMetrics,
@@ -26,10 +24,12 @@ from mqtt_contract.messages import (
     Verdict,
     encode_message,
 )
+from devtools import toml_text
+from devtools.live_view import SCREENING_AID, LiveView, ViewContext, progress_line, render_view
+from devtools.local_mosquitto import LocalMosquitto
+from devtools.traffic import TrafficMonitor, TrafficSnapshot, frame_key
 from tests.mqtt_helpers import connect
-from thermoscreen import toml_text
-from thermoscreen.live_view import SCREENING_AID, LiveView, ViewContext, progress_line, render_view
-from thermoscreen.traffic import TrafficMonitor, TrafficSnapshot, frame_key
+from transport.connection import MqttSettings
 
 DEVICE = "pi-7"
 PATIENT = make_patient_ref(b"\x04\xa2\x19\x7c", b"k" * 32)

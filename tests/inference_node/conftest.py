@@ -14,13 +14,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from broker.local import LocalMosquitto
+from devtools.local_mosquitto import LocalMosquitto
 from inference_node.config import InferenceConfig, load_config
 from inference_node.node import InferenceNode
-from mqtt_contract.connection import MqttConnection
 from tests.conftest import REPO_ROOT
 from tests.inference_node.model_factory import sample_frames_c
 from tests.mqtt_helpers import Collector, connect, subscribe_and_wait
+from transport.connection import MqttConnection
 
 
 @dataclass(frozen=True)

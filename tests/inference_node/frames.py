@@ -9,10 +9,10 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from mqtt_contract.connection import Message, MqttConnection, PublishReceipt
-from mqtt_contract.frame import Frame, encode_frame
-from mqtt_contract.messages import Verdict, decode_message
-from mqtt_contract.topics import frame_topic
+from contract.frame import Frame, encode_frame
+from contract.messages import Verdict, decode_message
+from contract.topics import frame_topic
+from transport.connection import Message, MqttConnection, PublishReceipt
 
 SESSION = "0123456789abcdef0123456789abcdef"
 PATIENT = "fedcba9876543210"

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from inference_node.manifest import Manifest, ModelFile, Preprocessing, sha256_file
-from inference_node.preprocess import frame_standardize
-from sensor_node.mlx_emulation import emulate_mlx_frame
+from contract.model.manifest import Manifest, ModelFile, Preprocessing, sha256_file
+from contract.model.preprocessing import frame_standardize
+from contract.sensor import emulate_mlx_frame
 from sensor_node.synthetic_scene import random_patient, torso_scene
 
 INPUT_SHAPE = (24, 32, 1)

@@ -10,9 +10,9 @@ import pytest
 
 from inference_node.cli import overrides_from_args
 from inference_node.config import NODE_MAX_INFLIGHT, InferenceConfig, load_config
-from mqtt_contract.settings_file import ConfigError
 from tests.conftest import REPO_ROOT
 from tests.inference_node.conftest import ModelDirs
+from transport.config_file import ConfigError
 
 EXAMPLE = REPO_ROOT / "inference_node" / "inference.example.toml"
 
@@ -97,7 +97,7 @@ def test_cli_bad_config_file_is_one_line_exit_2(tmp_path: Path) -> None:
 
 
 def test_cli_unreachable_broker_is_one_line_exit_2(test_models: ModelDirs, tmp_path: Path) -> None:
-    from broker.local import free_port
+    from devtools.local_mosquitto import free_port
 
     path = tmp_path / "inference.toml"
     path.write_text("[mqtt]\nconnect_timeout_s = 1\nreconnect_min_s = 0.1\n")

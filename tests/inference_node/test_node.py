@@ -11,12 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from cloud_bridge.schema import NODE_METRICS
-from inference_node.manifest import sha256_file
-from inference_node.runner import ModelRunner
-from mqtt_contract.connection import MqttConnection
-from mqtt_contract.frame import Frame, encode_frame
-from mqtt_contract.messages import (
+from contract.frame import Frame, encode_frame
+from contract.messages import (
     DeadLetter,
     DeviceState,
     ModelSwap,
@@ -25,7 +21,10 @@ from mqtt_contract.messages import (
     decode_message,
     encode_message,
 )
-from mqtt_contract.topics import ADMIN_MODEL_TOPIC, frame_topic
+from contract.model.manifest import sha256_file
+from contract.model.model_runner import ModelRunner
+from contract.timeseries import NODE_METRICS
+from contract.topics import ADMIN_MODEL_TOPIC, frame_topic
 from tests.inference_node.conftest import ClientFactory, ModelDirs, NodeFactory, copy_model
 from tests.inference_node.frames import (
     PATIENT,
@@ -37,6 +36,7 @@ from tests.inference_node.frames import (
     verdicts,
 )
 from tests.mqtt_helpers import Collector
+from transport.connection import MqttConnection
 
 Images = npt.NDArray[np.float32]
 

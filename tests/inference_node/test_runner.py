@@ -11,8 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from inference_node.manifest import ManifestError, sha256_file
-from inference_node.runner import ModelRunner, batch_buckets
+from contract.model.manifest import ManifestError, sha256_file
+from contract.model.model_runner import ModelRunner, batch_buckets
 from tests.conftest import REPO_ROOT
 from tests.inference_node.conftest import ModelDirs, copy_model
 
@@ -113,7 +113,7 @@ def test_inference_path_never_imports_tensorflow(test_models: ModelDirs) -> None
     code = f"""
 import json, sys
 from inference_node.node import InferenceNode
-from inference_node.runner import ModelRunner
+from contract.model.model_runner import ModelRunner
 from tests.inference_node.model_factory import sample_frames_c
 runner = ModelRunner.load({str(test_models.v1)!r}, variant="int8")
 runner.warm_up()

@@ -13,13 +13,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from broker.local import LocalMosquitto
-from mqtt_contract.connection import Message
-from mqtt_contract.messages import DeviceState, NodeStatus, decode_message
+from contract.messages import DeviceState, NodeStatus, decode_message
+from devtools.local_mosquitto import LocalMosquitto
 from tests.conftest import REPO_ROOT
 from tests.inference_node.conftest import ClientFactory, ModelDirs
 from tests.inference_node.frames import all_acked, count_verdicts, publish_frames, verdicts
 from tests.mqtt_helpers import Collector
+from transport.connection import Message
 
 DEVICES = ("pi-a", "pi-b", "pi-c")
 

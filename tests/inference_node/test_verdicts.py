@@ -6,10 +6,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inference_node.runner import ModelRunner
+from contract.frame import Frame
+from contract.messages import Verdict, decode_message
+from contract.model.model_runner import ModelRunner
 from inference_node.verdicts import VerdictEncoder
-from mqtt_contract.frame import Frame
-from mqtt_contract.messages import Verdict, decode_message
 from tests.inference_node.conftest import ModelDirs
 
 ids = st.from_regex(r"[a-z0-9-]{1,32}", fullmatch=True).filter(lambda s: s not in {"nodes", "deadletter", "admin"})

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from broker.local import LocalMosquitto, free_port
 from broker.mosquitto_conf import Listener, render_config
-from mqtt_contract.connection import Message, MqttConnection, MqttSettings
-from mqtt_contract.frame import Frame, decode_frame
-from mqtt_contract.messages import DeviceState, DeviceStatus, RfidEvent, decode_message
+from contract.frame import Frame, decode_frame
+from contract.messages import DeviceState, DeviceStatus, RfidEvent, decode_message
+from devtools.local_mosquitto import LocalMosquitto, free_port
 from sensor_node.config import SensorConfig
 from sensor_node.node import SensorNode
 from sensor_node.rfid import TapSource
 from sensor_node.sources import open_source
 from sensor_node.spool import Spool
+from transport.connection import Message, MqttConnection, MqttSettings
 
 SITE_KEY = bytes(range(32))
 

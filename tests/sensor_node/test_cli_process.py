@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.local import LocalMosquitto, free_port
-from mqtt_contract.ids import make_patient_ref
-from mqtt_contract.messages import DeviceState, RfidEventKind, SessionEndReason
+from contract.ids import make_patient_ref
+from contract.messages import DeviceState, RfidEventKind, SessionEndReason
+from devtools.local_mosquitto import LocalMosquitto, free_port
 from sensor_node.config import load_config
 from tests.mqtt_helpers import Collector, connect, subscribe_and_wait
 from tests.sensor_node.conftest import events_of, frames_of, statuses_of, unique_by_seq, wait_until, went_offline
@@ -282,8 +282,8 @@ def test_bench_prints_one_json_object(tmp_path: Path) -> None:
 def test_sensor_modules_never_import_tensorflow() -> None:
     code = (
         "import sys\n"
-        "import thermoscreen.cli, sensor_node.cli, sensor_node.node, sensor_node.runner, sensor_node.sources\n"
-        "import sensor_node.mlx_source, sensor_node.rfid, sensor_node.bench, sensor_node.spool\n"
+        "import thermoscreen.cli, sensor_node.cli, sensor_node.node, sensor_node.service, sensor_node.sources\n"
+        "import sensor_node.mlx_source, sensor_node.rfid, devtools.bench.sensor, sensor_node.spool\n"
         "import sensor_node.emulation.mlx90640_chip, sensor_node.emulation.mfrc522_chip, adafruit_mlx90640\n"
         "thermoscreen.cli.build_parser()\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'tensorflow', 'keras', 'tf_keras'})\n"

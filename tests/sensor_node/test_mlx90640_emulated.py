@@ -8,7 +8,7 @@ import adafruit_mlx90640
 import numpy as np
 import pytest
 
-from mqtt_contract.frame import SensorKind
+from contract.frame import SensorKind
 from sensor_node.config import SensorConfig
 from sensor_node.emulation.mlx90640_chip import Calibration, EmulatedMlx90640
 from sensor_node.mlx_source import Mlx90640Source, repair_pixels

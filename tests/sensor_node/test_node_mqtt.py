@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.local import LocalMosquitto
-from mqtt_contract.frame import SensorKind
-from mqtt_contract.ids import make_patient_ref
-from mqtt_contract.messages import DeviceState, RfidEventKind, SessionEndReason
+from contract.frame import SensorKind
+from contract.ids import make_patient_ref
+from contract.messages import DeviceState, RfidEventKind, SessionEndReason
+from devtools.local_mosquitto import LocalMosquitto
 from sensor_node.config import SensorConfig
 from sensor_node.rfid import EmulatedReaderTaps, NoTaps, ScriptedTaps, TapSource, uid_from_simple_id
 from tests.mqtt_helpers import Collector, connect, subscribe_and_wait
@@ -244,8 +244,8 @@ def _self_signed_tls(directory: Path) -> tuple[Path, Path, Path]:
 def test_mqtts_url_with_ca_file_and_username(
     tmp_path: Path, run_node: StartNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from broker.local import free_port
     from broker.mosquitto_conf import Listener, render_config
+    from devtools.local_mosquitto import free_port
 
     ca, cert, key = _self_signed_tls(tmp_path)
     port = free_port()

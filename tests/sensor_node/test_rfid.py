@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_contract.ids import make_patient_ref
+from contract.ids import make_patient_ref
 from sensor_node.emulation import rpi_stand_ins
 from sensor_node.emulation.mfrc522_chip import Card, EmulatedMfrc522, crc_a
 from sensor_node.rfid import (

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mqtt_contract.frame import SensorKind
+from contract.frame import SensorKind
+from contract.sensor import block_average
 from sensor_node.config import SensorConfig
-from sensor_node.mlx_emulation import block_average
 from sensor_node.sources import ReplaySource, SyntheticSource, device_seed, open_source
 from sensor_node.synthetic_scene import synthetic_thermograms, write_synthetic_npz
 

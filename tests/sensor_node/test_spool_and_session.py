@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mqtt_contract.messages import RfidEventKind, SessionEndReason
+from contract.messages import RfidEventKind, SessionEndReason
 from sensor_node.session import SessionTracker
 from sensor_node.spool import RowKind, Spool, SpoolError
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference_node.manifest import load_manifest
+from contract.model.manifest import load_manifest
 from training.idc_data import scan_idc_tree, split_index, split_patients
 from training.idc_synthetic import write_synthetic_idc_tree
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inference_node.manifest import load_manifest
-from inference_node.preprocess import preprocess
+from contract.model.manifest import load_manifest
+from contract.model.preprocessing import preprocess
 from sensor_node.synthetic_scene import synthetic_thermograms
 from training.litert_runner import TfliteModel
 from training.thermal_data import device_frames

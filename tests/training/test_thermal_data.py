@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensor_node.mlx_emulation import block_average
+from contract.sensor import block_average
 from sensor_node.synthetic_scene import synthetic_thermograms
 from training.thermal_data import (
     augmented_device_frames,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference_node.manifest import load_manifest
-from inference_node.preprocess import preprocess
+from contract.model.manifest import load_manifest
+from contract.model.preprocessing import preprocess
 from tests.training.conftest import TrainedThermal
 from training.cross_validation import MODELS, SUBSETS
 from training.litert_runner import TfliteModel

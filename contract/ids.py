@@ -1,0 +1,79 @@
+"""Identifiers on the wire: device and node ids, session ids, patient pseudonyms.
+
+Patients are never named on the wire. A card UID is turned into `patient_ref`, a keyed hash
+(HMAC-SHA256 with the site key) truncated to 64 bits, on the device itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import uuid
+
+from contract.errors import ContractError
+
+ID_PATTERN = re.compile(r"[a-z0-9-]{1,32}")
+SESSION_PATTERN = re.compile(r"[0-9a-f]{32}")
+PATIENT_REF_PATTERN = re.compile(r"[0-9a-f]{16}")
+#: Topic levels that sit where a device id would and so cannot be device ids.
+RESERVED_DEVICE_IDS = frozenset({"nodes", "deadletter", "admin"})
+PATIENT_REF_HEX_CHARS = 16
+MIN_SITE_KEY_BYTES = 16
+
+
+def validate_device_id(device_id: str) -> str:
+    """Return `device_id` if it is a valid device id, else raise ContractError."""
+    if not isinstance(device_id, str) or not ID_PATTERN.fullmatch(device_id):
+        raise ContractError(f"invalid device id {device_id!r}: expected [a-z0-9-]{{1,32}}")
+    if device_id in RESERVED_DEVICE_IDS:
+        raise ContractError(f"invalid device id {device_id!r}: reserved topic level")
+    return device_id
+
+
+def validate_node_id(node_id: str) -> str:
+    """Return `node_id` if it is a valid inference/bridge node id, else raise ContractError."""
+    if not isinstance(node_id, str) or not ID_PATTERN.fullmatch(node_id):
+        raise ContractError(f"invalid node id {node_id!r}: expected [a-z0-9-]{{1,32}}")
+    return node_id
+
+
+def validate_session_id(session_id: str) -> str:
+    """Session ids are UUID4s written as 32 lowercase hex digits."""
+    if not isinstance(session_id, str) or not SESSION_PATTERN.fullmatch(session_id):
+        raise ContractError(f"invalid session id {session_id!r}: expected 32 lowercase hex digits")
+    return session_id
+
+
+def validate_patient_ref(patient_ref: str) -> str:
+    """Pseudonyms are 16 lowercase hex digits (a truncated HMAC)."""
+    if not isinstance(patient_ref, str) or not PATIENT_REF_PATTERN.fullmatch(patient_ref):
+        raise ContractError(f"invalid patient_ref {patient_ref!r}: expected 16 lowercase hex digits")
+    return patient_ref
+
+
+def new_session_id() -> str:
+    """A fresh random session id."""
+    return uuid.uuid4().hex
+
+
+def make_patient_ref(card_uid: bytes | int | str, site_key: bytes) -> str:
+    """Pseudonymise a card UID with the site key: HMAC-SHA256, first 64 bits as hex.
+
+    The same card at the same site always gives the same pseudonym; without the site key the
+    pseudonym cannot be linked back to the card.
+    """
+    if len(site_key) < MIN_SITE_KEY_BYTES:
+        raise ContractError(f"site key too short: {len(site_key)} bytes, need at least {MIN_SITE_KEY_BYTES}")
+    if isinstance(card_uid, int):
+        if card_uid < 0:
+            raise ContractError("card UID must not be negative")
+        uid_bytes = card_uid.to_bytes(max(1, (card_uid.bit_length() + 7) // 8), "big")
+    elif isinstance(card_uid, str):
+        uid_bytes = card_uid.strip().lower().encode("ascii")
+    else:
+        uid_bytes = bytes(card_uid)
+    if not uid_bytes:
+        raise ContractError("empty card UID")
+    digest = hmac.new(site_key, uid_bytes, hashlib.sha256).hexdigest()
+    return digest[:PATIENT_REF_HEX_CHARS]

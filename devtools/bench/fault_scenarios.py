@@ -1,0 +1,133 @@
+"""The six faults of `thermoscreen bench faults`: what each breaks, how long, and how it is repaired.
+
+Each scenario has an `inject` step (the fault) and a `repair` step; the runner puts steady load
+on the stack before, during and after, and measures recovery from the end of `repair` (the
+moment the broken part is back). Durations are the issue's (TSDB down 60 s, device cut off
+2 min) times `--duration-scale`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from devtools.cuttable_relay import CuttableRelay
+    from devtools.stack import LocalStack
+
+BROKER_RESTART = "broker_restart"
+TSDB_OUTAGE = "tsdb_outage"
+BRIDGE_KILL = "bridge_kill"
+INFERENCE_KILL = "inference_kill"
+DEVICE_CUTOFF = "device_cutoff"
+MALFORMED = "malformed_payloads"
+
+SCENARIOS = (BROKER_RESTART, TSDB_OUTAGE, BRIDGE_KILL, INFERENCE_KILL, DEVICE_CUTOFF, MALFORMED)
+
+#: The issue's outage lengths at --duration-scale 1.
+TSDB_OUTAGE_S = 60.0
+CUTOFF_S = 120.0
+#: The node SIGKILLed in the inference scenario (the other one keeps serving).
+KILLED_NODE = "infer-2"
+
+
+@dataclass
+class FaultContext:
+    """What the steps act on."""
+
+    stack: LocalStack
+    relay: CuttableRelay | None
+    scale: float
+
+    def outage(self, seconds: float) -> float:
+        return seconds * self.scale
+
+
+Step = Callable[[FaultContext], None]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    what: str
+    inject: Step
+    repair: Step
+    #: Components the fault itself restarts (so they are not "unexpected restarts").
+    restarts: tuple[str, ...] = ()
+    #: Whether the scenario uses a real sensor process behind the cuttable relay.
+    uses_sensor: bool = False
+
+
+def _nothing(ctx: FaultContext) -> None:
+    return None
+
+
+def _stop_broker(ctx: FaultContext) -> None:
+    ctx.stack.broker.stop()  # SIGTERM: Mosquitto saves its persistent sessions and exits
+
+
+def _start_broker(ctx: FaultContext) -> None:
+    ctx.stack.start_broker()  # same config and ports; keeps a terminal Ctrl-C away from the broker
+
+
+def _stop_tsdb(ctx: FaultContext) -> None:
+    assert ctx.stack.tsdb is not None
+    ctx.stack.tsdb.stop()
+    time.sleep(ctx.outage(TSDB_OUTAGE_S))  # the outage itself: the fault's duration
+
+
+def _start_tsdb(ctx: FaultContext) -> None:
+    assert ctx.stack.tsdb is not None
+    ctx.stack.tsdb.start()
+
+
+def _kill_bridge(ctx: FaultContext) -> None:
+    ctx.stack.kill("bridge")
+
+
+def _restart_bridge(ctx: FaultContext) -> None:
+    ctx.stack.start_component("bridge", wait=True)
+
+
+def _kill_node(ctx: FaultContext) -> None:
+    ctx.stack.kill(KILLED_NODE)
+
+
+def _cut_device(ctx: FaultContext) -> None:
+    assert ctx.relay is not None
+    ctx.relay.cut()
+    time.sleep(ctx.outage(CUTOFF_S))  # the outage itself: the fault's duration
+
+
+def _reconnect_device(ctx: FaultContext) -> None:
+    assert ctx.relay is not None
+    ctx.relay.restore()
+
+
+def scenario(name: str) -> Scenario:
+    table = {
+        BROKER_RESTART: Scenario(
+            BROKER_RESTART, "Mosquitto stopped (SIGTERM) and started again", _stop_broker, _start_broker
+        ),
+        TSDB_OUTAGE: Scenario(TSDB_OUTAGE, "VictoriaMetrics stopped for 60 s x scale", _stop_tsdb, _start_tsdb),
+        BRIDGE_KILL: Scenario(
+            BRIDGE_KILL, "bridge SIGKILLed and started again", _kill_bridge, _restart_bridge, restarts=("bridge",)
+        ),
+        INFERENCE_KILL: Scenario(
+            INFERENCE_KILL, f"{KILLED_NODE} of two nodes SIGKILLed", _kill_node, _nothing, restarts=(KILLED_NODE,)
+        ),
+        DEVICE_CUTOFF: Scenario(
+            DEVICE_CUTOFF,
+            "a sensor process's link to the broker cut for 120 s x scale (its spool holds the frames)",
+            _cut_device,
+            _reconnect_device,
+            uses_sensor=True,
+        ),
+        MALFORMED: Scenario(MALFORMED, "malformed and oversized payloads mixed into good traffic", _nothing, _nothing),
+    }
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown scenario {name!r}: expected one of {', '.join(SCENARIOS)}") from None

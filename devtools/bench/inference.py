@@ -1,0 +1,284 @@
+"""The phases of `thermoscreen bench inference` (see devtools/bench/inference_cli.py for what each means).
+
+Load generator, counter and node each run in their own process (two cores shared by all of
+them and the broker: absolute numbers are machine-bound; the ratios are the point).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from contract.frame import decode_frame
+from contract.messages import DeviceState, NodeStatus, decode_message
+from contract.model.model_runner import ModelRunner
+from contract.topics import ALL_FRAMES, ALL_VERDICTS, NodeChannel, node_topic, shared
+from devtools.bench.inference_clients import bench_payloads
+from devtools.local_mosquitto import LocalMosquitto
+from transport.connection import Message, MqttConnection, MqttSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH_NODE_ID = "bench-node"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    model_dir: Path
+    variant: str
+    frames: int
+    batch: int
+    batch_ms: float
+    devices: int
+    paced_rate: float
+    paced_frames: int
+    rounds: int = 2
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def _json_line(stream: IO[str], what: str) -> dict[str, Any]:
+    for raw in stream:
+        line = raw.strip()
+        if line.startswith("{"):
+            result: dict[str, Any] = json.loads(line)
+            return result
+    raise RuntimeError(f"{what} printed no result")
+
+
+class _Counter:
+    """A `bench_clients count` process, ready (subscribed) when constructed."""
+
+    def __init__(
+        self, url: str, topic_filter: str, expect: int, *, verdicts: bool, timeout: float, qos: int = 1
+    ) -> None:
+        cmd = ["-m", "devtools.bench.inference_clients", "count", "--url", url, "--filter", topic_filter]
+        cmd += ["--expect", str(expect), "--timeout", str(timeout), "--qos", str(qos)]
+        if verdicts:
+            cmd.append("--verdicts")
+        self.proc = subprocess.Popen(_python(*cmd), stdout=subprocess.PIPE, text=True, env=_env(), cwd=REPO_ROOT)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"bench counter did not start: {line or 'no output'}")
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        out = _json_line(self.proc.stdout, "bench counter")
+        self.proc.wait(timeout)
+        return out
+
+
+def _publish(url: str, frames: int, devices: int, rate: float = 0.0) -> dict[str, Any]:
+    cmd = ["-m", "devtools.bench.inference_clients", "publish", "--url", url, "--frames", str(frames)]
+    cmd += ["--devices", str(devices), "--rate", str(rate)]
+    proc = subprocess.run(
+        _python(*cmd), capture_output=True, text=True, env=_env(), cwd=REPO_ROOT, timeout=600, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench publisher failed: {proc.stderr.strip().splitlines()[-1:] or proc.stdout}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure_model_only(settings: BenchSettings) -> dict[str, Any]:
+    """The bare interpreter on the decoded frames, micro-batched like the node."""
+    runner = ModelRunner.load(settings.model_dir, variant=settings.variant, max_batch=settings.batch)
+    runner.warm_up()
+    payloads = bench_payloads(settings.frames, settings.devices)
+    start = time.perf_counter()
+    frames = [decode_frame(p) for _, p in payloads]
+    decoded = time.perf_counter()
+    temperatures = np.stack([f.centi for f in frames]).astype(np.float32) / np.float32(100.0)
+    start_model = time.perf_counter()
+    for i in range(0, len(temperatures), settings.batch):
+        runner.predict_celsius(temperatures[i : i + settings.batch])
+    done = time.perf_counter()
+    return {
+        "model_only_frames_per_s": len(frames) / (done - start_model),
+        "decode_frames_per_s": len(frames) / (decoded - start),
+        "model_version": runner.version,
+        "variant": runner.variant,
+        "runtime": runner.runtime,
+    }
+
+
+def measure_relay(url: str, settings: BenchSettings) -> dict[str, Any]:
+    counter = _Counter(url, shared("bench-relay", ALL_FRAMES), settings.frames, verdicts=False, timeout=300)
+    published = _publish(url, settings.frames, settings.devices)
+    counted = counter.result(60)
+    return {"publisher": published, "subscriber": counted}
+
+
+def _wait_online(url: str, node_id: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    online = threading.Event()
+
+    def on_status(message: Message) -> None:
+        try:
+            if decode_message(message.payload, NodeStatus).state == DeviceState.ONLINE:
+                online.set()
+        except ValueError:
+            pass
+
+    conn = MqttConnection(MqttSettings(url=url), client_id=f"bench-watch-{time.monotonic_ns()}").start()
+    try:
+        conn.subscribe(node_topic(node_id, NodeChannel.STATUS), on_status)
+        deadline = time.monotonic() + timeout
+        while not online.wait(0.2):
+            if proc.poll() is not None:
+                raise RuntimeError(f"inference node exited with code {proc.returncode} before going online")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"inference node not online after {timeout:.0f} s")
+    finally:
+        conn.stop()
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class _NodeProcess:
+    """`thermoscreen infer` as a subprocess, online when constructed; `stop()` sends SIGTERM."""
+
+    def __init__(self, url: str, settings: BenchSettings, log_path: Path) -> None:
+        cmd = ["-m", "thermoscreen", "infer", "--broker", url, "--node-id", BENCH_NODE_ID]
+        cmd += ["--model", str(settings.model_dir), "--batch", str(settings.batch)]
+        cmd += ["--batch-ms", str(settings.batch_ms), "--variant", settings.variant]
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                _python(*cmd), stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=Path.cwd()
+            )
+        try:
+            _wait_online(url, BENCH_NODE_ID, self.proc, 60)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def measure_node(url: str, settings: BenchSettings, node: _NodeProcess) -> dict[str, Any]:
+    """One node under saturating load: the publisher sends as fast as it can."""
+    # The observer takes verdicts at QoS 0 so that it costs the shared CPUs as little as possible;
+    # losses would still show as frames_lost.
+    counter = _Counter(url, ALL_VERDICTS, settings.frames, verdicts=True, timeout=300, qos=0)
+    cpu_before = _cpu_seconds(node.proc.pid)
+    published = _publish(url, settings.frames, settings.devices)
+    saturated = counter.result(60)
+    cpu_after = _cpu_seconds(node.proc.pid)
+    cpu_ms = None
+    if cpu_before is not None and cpu_after is not None and saturated.get("received"):
+        cpu_ms = (cpu_after - cpu_before) * 1000.0 / saturated["received"]
+    return {"publisher": published, "verdicts": saturated, "node_cpu_ms_per_frame": cpu_ms}
+
+
+def measure_paced(url: str, settings: BenchSettings) -> dict[str, Any]:
+    """Latency at a moderate fixed rate: what a frame costs when the node is not the bottleneck."""
+    counter = _Counter(url, ALL_VERDICTS, settings.paced_frames, verdicts=True, timeout=120, qos=0)
+    _publish(url, settings.paced_frames, settings.devices, rate=settings.paced_rate)
+    return counter.result(60)
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else 0.0
+
+
+def run_bench(settings: BenchSettings, progress: Progress) -> dict[str, Any]:
+    """Model alone, then `rounds` x (relay, node) alternating so machine noise hits both alike."""
+    progress(f"model only: {settings.frames} frames, batch {settings.batch}, model {settings.model_dir}")
+    model = measure_model_only(settings)
+    workdir = Path(tempfile.mkdtemp(prefix="thermoscreen-bench-inference-"))
+    relays: list[dict[str, Any]] = []
+    nodes: list[dict[str, Any]] = []
+    exit_codes: list[int] = []
+    paced: dict[str, Any] = {}
+    with LocalMosquitto(workdir=workdir) as broker:
+        for round_no in range(1, settings.rounds + 1):
+            progress(
+                f"round {round_no}/{settings.rounds}: broker relay, {settings.frames} frames publisher -> subscriber"
+            )
+            relays.append(measure_relay(broker.url, settings))
+            progress(f"round {round_no}/{settings.rounds}: one node, {settings.frames} frames as fast as they come")
+            node = _NodeProcess(broker.url, settings, workdir / "node.log")
+            try:
+                nodes.append(measure_node(broker.url, settings, node))
+                if round_no == settings.rounds:
+                    progress(f"latency: {settings.paced_frames} frames at {settings.paced_rate:.0f}/s")
+                    paced = measure_paced(broker.url, settings)
+            finally:
+                exit_codes.append(node.stop())
+    relay_rates = [float(r["subscriber"].get("per_s", 0.0)) for r in relays]
+    node_rates = [float(n["verdicts"].get("per_s", 0.0)) for n in nodes]
+    relay_rate, node_rate = _median(relay_rates), _median(node_rates)
+    ratios = [n / r for n, r in zip(node_rates, relay_rates, strict=True) if r]
+    node_cpu = [float(n["node_cpu_ms_per_frame"]) for n in nodes if n["node_cpu_ms_per_frame"]]
+    relay_cpu = [float(r["subscriber"].get("cpu_ms_per_message", 0.0)) for r in relays]
+    result: dict[str, Any] = {
+        "broker_relay_frames_per_s": round(relay_rate, 1),
+        "node_frames_per_s": round(node_rate, 1),
+        "model_only_frames_per_s": round(float(model["model_only_frames_per_s"]), 1),
+        "p50_ms": round(_median([float(n["verdicts"].get("latency_p50_ms", 0.0)) for n in nodes]), 3),
+        "p99_ms": round(_median([float(n["verdicts"].get("latency_p99_ms", 0.0)) for n in nodes]), 3),
+        "paced_rate_frames_per_s": settings.paced_rate,
+        "paced_p50_ms": round(float(paced.get("latency_p50_ms", 0.0)), 3),
+        "paced_p99_ms": round(float(paced.get("latency_p99_ms", 0.0)), 3),
+        "node_vs_relay": round(_median(ratios), 3) if ratios else None,
+        "goal_node_at_least_half_relay": bool(ratios and _median(ratios) >= 0.5),
+        "rounds": settings.rounds,
+        "relay_frames_per_s_by_round": [round(r, 1) for r in relay_rates],
+        "node_frames_per_s_by_round": [round(r, 1) for r in node_rates],
+        "node_cpu_ms_per_frame": round(_median(node_cpu), 4) if node_cpu else None,
+        "relay_subscriber_cpu_ms_per_frame": round(_median(relay_cpu), 4),
+        "publisher_frames_per_s_during_relay": round(
+            _median([r["publisher"]["published"] / r["publisher"]["acked_s"] for r in relays]), 1
+        ),
+        "publisher_frames_per_s_during_node": round(
+            _median([n["publisher"]["published"] / n["publisher"]["acked_s"] for n in nodes]), 1
+        ),
+        "decode_frames_per_s": round(float(model["decode_frames_per_s"]), 1),
+        "frames": settings.frames,
+        "bytes_per_frame": relays[0]["publisher"]["bytes_per_frame"],
+        "frames_lost": sum(settings.frames - int(n["verdicts"].get("unique", 0)) for n in nodes),
+        "verdict_duplicates": sum(int(n["verdicts"].get("duplicates", 0)) for n in nodes),
+        "batch": settings.batch,
+        "batch_ms": settings.batch_ms,
+        "model_version": model["model_version"],
+        "variant": model["variant"],
+        "runtime": model["runtime"],
+        "node_exit_codes": exit_codes,
+        "cpu_count": os.cpu_count(),
+    }
+    return result
