@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 EXTRAS ?= sensor,inference,bridge,train,dashboards,broker,dev
 STAMP := $(VENV)/.installed-$(shell echo $(EXTRAS) | tr ',' '-')
 
-.PHONY: help system-deps venv test test-fast lint demo bench clean
+.PHONY: help system-deps venv test test-fast lint demo clean
 
 help:
 	@echo "make test   - install everything (apt packages, .venv) and run the test suite"
 	@echo "make demo   - run the local demo (broker, simulated devices, inference, bridge)"
-	@echo "make lint   - ruff and mypy"
+	@echo "make test-fast - the tests that need no server and no training (no root, no apt; under a minute)"
+	@echo "make lint   - ruff, mypy and the import rules (import-linter)"
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -27,10 +28,15 @@ venv: $(STAMP)
 test: system-deps venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# No apt, no root: servers and training are left out (markers set in conftest.py).
+test-fast: venv
+	$(PY) -m pytest -q -m "not server and not slow" $(PYTEST_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports
 
 demo: system-deps venv
 	$(VENV)/bin/thermoscreen demo $(DEMO_ARGS)
