@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from thermoscreen.logs import LOG_FORMATS, setup_logging
 
 #: (subcommand, module with `configure(parser)`, one-line help)
 SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -66,16 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr (-vv: debug)")
+    _add_log_format(parser, default=os.environ.get("THERMOSCREEN_LOG_FORMAT", "text"))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name, help_text in SUBCOMMANDS:
         sp = sub.add_parser(name, help=help_text, description=help_text)
+        # Also accepted after the job's name (`thermoscreen bridge --log-format json`).
+        _add_log_format(sp, default=argparse.SUPPRESS)
         load_configure(name, module_name)(sp)
     return parser
 
 
-def _setup_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _add_log_format(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=default,
+        help="log lines on stderr: text, or one JSON object per line (env THERMOSCREEN_LOG_FORMAT)",
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -84,9 +92,16 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    env_format = os.environ.get("THERMOSCREEN_LOG_FORMAT", "text")
+    if env_format not in LOG_FORMATS:
+        print(
+            f"thermoscreen: error: THERMOSCREEN_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}, got {env_format!r}",
+            file=sys.stderr,
+        )
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose, args.log_format, component=args.command)
     run: Runner | None = getattr(args, "run", None)
     if run is None:
         parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
