@@ -95,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_format = os.environ.get("THERMOSCREEN_LOG_FORMAT", "text")
     if env_format not in LOG_FORMATS:
         print(
-            f"thermoscreen: error: THERMOSCREEN_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}, got {env_format!r}",
+            f"thermoscreen: error: THERMOSCREEN_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)},"
+            f" got {env_format!r}",
             file=sys.stderr,
         )
         return 2
