@@ -2,10 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= sensor,inference,bridge,train,dashboards,broker,dev
+EXTRAS ?= sensor,inference,bridge,train,dashboards,broker,bench,dev
+# `make demo` gets its own lean environment: what the demo runs, no TensorFlow, no test tools.
+DEMO_VENV ?= .venv-demo
+DEMO_EXTRAS ?= sensor,inference,bridge,broker
 STAMP := $(VENV)/.installed-$(shell echo $(EXTRAS) | tr ',' '-')
 
-.PHONY: help system-deps venv test test-fast lint demo clean
+.PHONY: help system-deps demo-system-deps venv test test-fast lint demo clean
 
 help:
 	@echo "make test   - install everything (apt packages, .venv) and run the test suite"
@@ -14,7 +17,10 @@ help:
 	@echo "make lint   - ruff, mypy and the import rules (import-linter)"
 
 system-deps:
-	@bash scripts/system-deps.sh
+	@bash scripts/system-deps.sh all
+
+demo-system-deps:
+	@bash scripts/system-deps.sh demo
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "make: Python 3.11+ is required (set PYTHON=...)")'
@@ -38,8 +44,9 @@ lint: venv
 	$(VENV)/bin/mypy .
 	$(VENV)/bin/lint-imports
 
-demo: system-deps venv
-	$(VENV)/bin/thermoscreen demo $(DEMO_ARGS)
+demo: demo-system-deps
+	@$(MAKE) --no-print-directory venv VENV=$(DEMO_VENV) EXTRAS=$(DEMO_EXTRAS)
+	$(DEMO_VENV)/bin/thermoscreen demo $(DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(DEMO_VENV) .mypy_cache .ruff_cache .pytest_cache
