@@ -254,12 +254,12 @@ class InferenceNode:
             self._dead_letter(str(exc), message.topic, message.payload, None)
             return
         if swap.expected_version is None:
-            self._refuse("model swap refused: expected_version is required", message.topic, message.payload)
+            self._refuse("expected_version is required", message.topic, message.payload)
             return
         try:
             target = swap_target(self.config.resolved_models_root, swap.model_dir)
         except ManifestError as exc:
-            self._refuse(f"model swap refused: {exc}", message.topic, message.payload)
+            self._refuse(str(exc), message.topic, message.payload)
             return
         self.request_swap(target, source=message.topic, expected_version=swap.expected_version, payload=message.payload)
 
@@ -295,8 +295,9 @@ class InferenceNode:
             trusted_keys=cfg.model_public_keys,
         )
 
-    def _refuse(self, reason: str, source: str, payload: bytes) -> None:
+    def _refuse(self, detail: str, source: str, payload: bytes) -> None:
         """Keep the serving model; say why on every channel an operator looks at."""
+        reason = f"model swap refused, still serving {self.model_version}: {' '.join(detail.split())}"
         self.last_refusal = reason
         self.stats.record_swap(accepted=False)
         log.warning("%s", reason)
@@ -313,8 +314,7 @@ class InferenceNode:
                 )
             candidate.warm_up(self._last_frame_c)
         except Exception as exc:  # whatever is wrong with a candidate, the answer is the same: refuse it
-            reason = f"model swap refused, still serving {self.model_version}: {' '.join(str(exc).split())}"
-            self._refuse(reason, request.source, request.payload or str(request.model_dir).encode())
+            self._refuse(str(exc), request.source, request.payload or str(request.model_dir).encode())
             return
         if self._watch is not None:
             self._watch.follow(request.model_dir, signature)
