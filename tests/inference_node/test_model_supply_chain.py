@@ -75,6 +75,10 @@ def _requested(letter: DeadLetter) -> tuple[str, str | None]:
     return swap.model_dir, swap.expected_version
 
 
+def _wait_for_letters(observer: Collector, count: int) -> None:
+    observer.wait_until(lambda ms: len(_letters(observer)) >= count, 10, f"{count} dead letters")
+
+
 def _other_key(root: Path) -> Path:
     path = root.parent / "untrusted.key"
     generate_key_pair(path)
@@ -160,7 +164,7 @@ def test_a_retained_swap_is_ignored_on_start_and_after_a_restart(
     _swap(admin, "v2", "test-2", retain=True)  # a stale order the broker would replay on every connect
     for attempt in (1, 2):
         node = start_node()
-        observer.wait_until(lambda ms, n=attempt: len(_letters(observer)) >= n, 10, "retained swap dead-lettered")
+        _wait_for_letters(observer, attempt)
         assert "retained admin message ignored" in _letters(observer)[-1].reason
         assert not node.wait_for_model("test-2", 0.5) and node.model_version == "test-1"
         node.stop()
