@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from contract.model.manifest import load_manifest
 from contract.model.preprocessing import preprocess
@@ -41,3 +42,25 @@ def test_shipped_model_runs_in_litert() -> None:
         assert model.input_dtype == (np.int8 if variant == "int8" else np.float32)
         p = model.predict(x).ravel()
         assert p.shape == (6,) and np.all((p >= 0.0) & (p <= 1.0))
+
+
+def test_shipped_model_is_signed_with_the_pinned_key_and_a_default_node_serves_it() -> None:
+    from contract.model.manifest import ManifestError
+    from contract.model.model_runner import ModelRunner
+    from inference_node.config import SHIPPED_MODEL_PUBLIC_KEY, InferenceConfig
+
+    assert InferenceConfig().model_public_keys == [SHIPPED_MODEL_PUBLIC_KEY]
+    load_manifest(SHIPPED, verify=True, trusted_keys=[SHIPPED_MODEL_PUBLIC_KEY])
+    runner = ModelRunner.load(SHIPPED, trusted_keys=[SHIPPED_MODEL_PUBLIC_KEY])
+    runner.warm_up()
+    assert runner.threshold == load_manifest(SHIPPED).threshold and 0.0 < runner.threshold < 1.0
+    other = "ed25519:" + "A" * 43 + "="
+    with pytest.raises(ManifestError, match="does not verify with any trusted key"):
+        load_manifest(SHIPPED, trusted_keys=[other])
+
+
+def test_no_private_key_is_shipped() -> None:
+    repo = SHIPPED.parents[1]
+    for path in [*SHIPPED.iterdir(), *(repo / "inference_node").iterdir()]:
+        if path.is_file():
+            assert b"PRIVATE KEY" not in path.read_bytes(), path
