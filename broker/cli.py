@@ -196,9 +196,10 @@ def _run_remove(args: argparse.Namespace) -> int:
     from broker.provisioning import remove_account, revoke_and_clear_retained
 
     if args.reload and not args.keep_retained:
-        account, topics = revoke_and_clear_retained(args.dir, args.username)
-        _hint(f"removed {account.role.value} account {account.username}; the broker reloaded")
-        _hint(f"cleared retained messages on {', '.join(topics)}")
+        done = revoke_and_clear_retained(args.dir, args.username)
+        _hint(f"removed {done.account.role.value} account {done.account.username}")
+        _hint(f"sent SIGHUP to mosquitto (pid {done.broker_pid}): it re-read passwords and ACL")
+        _hint(f"cleared retained messages on {', '.join(done.topics)}")
         return 0
     account = remove_account(args.dir, args.username)
     _hint(f"removed {account.role.value} account {account.username}")

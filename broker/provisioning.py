@@ -366,12 +366,20 @@ def _publish_empty_retained(setup: BrokerSetup, username: str, password: str, to
         conn.stop()
 
 
-def revoke_and_clear_retained(directory: Path, username: str) -> tuple[Account, list[str]]:
+@dataclass(frozen=True)
+class Revocation:
+    """What `revoke_and_clear_retained` did: the account removed, the topics cleared, the broker reloaded."""
+
+    account: Account
+    topics: list[str]
+    broker_pid: int
+
+
+def revoke_and_clear_retained(directory: Path, username: str) -> Revocation:
     """Revoke `username`, reload the broker, and clear every retained message the account could have left.
 
     Needs the broker running from `directory` on this host (the loopback listener). The
     one-shot cleanup account is removed (and the broker reloaded again) whatever happens.
-    Returns the removed account and the topics cleared.
     """
     files = BrokerFiles(directory.resolve())
     cleanup_user = f"{CLEANUP_USER_PREFIX}{secrets.token_hex(6)}"
@@ -385,7 +393,7 @@ def revoke_and_clear_retained(directory: Path, username: str) -> tuple[Account, 
         _write_access_files(files, registry, passwords, extra_acl=_cleanup_acl(cleanup_user, topics))
         setup = registry.broker
     try:
-        reload_broker(directory)
+        pid = reload_broker(directory)
         _publish_empty_retained(setup, cleanup_user, cleanup_password, topics)
     except (OSError, ValueError) as exc:
         raise ConnectionError(
@@ -399,7 +407,7 @@ def revoke_and_clear_retained(directory: Path, username: str) -> tuple[Account, 
             _write_access_files(files, registry, passwords)
         with contextlib.suppress(OSError, ValueError):  # not running: it never loaded the one-shot account
             reload_broker(directory)
-    return account, topics
+    return Revocation(account, topics, pid)
 
 
 def list_accounts(directory: Path) -> list[Account]:
