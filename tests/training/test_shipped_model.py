@@ -64,3 +64,31 @@ def test_no_private_key_is_shipped() -> None:
     for path in [*SHIPPED.iterdir(), *(repo / "inference_node").iterdir()]:
         if path.is_file():
             assert b"PRIVATE KEY" not in path.read_bytes(), path
+
+
+def test_keygen_and_sign_an_existing_model_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from contract.model.manifest import ManifestError
+    from thermoscreen.cli import main
+
+    key = tmp_path / "keys" / "signing.key"
+    assert main(["train", "keygen", "--out", str(key)]) == 0
+    public = capsys.readouterr().out.strip()
+    assert public.startswith("ed25519:") and (key.stat().st_mode & 0o077) == 0
+    assert main(["train", "keygen", "--out", str(key)]) == 2, "never overwrites a signing key"
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "already exists" in err
+
+    model = tmp_path / "thermal"
+    shutil.copytree(SHIPPED, model)
+    with pytest.raises(ManifestError, match="does not verify"):
+        load_manifest(model, trusted_keys=[public])
+    assert main(["train", "sign", "--model-dir", str(model), "--signing-key", str(key)]) == 0
+    load_manifest(model, trusted_keys=[public])
+    assert b"PRIVATE KEY" not in (model / "manifest.json.sig").read_bytes()
+
+    capsys.readouterr()
+    assert main(["train", "sign", "--model-dir", str(model), "--signing-key", str(tmp_path / "none.key")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "none.key" in err and "cannot read signing key" in err
