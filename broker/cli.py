@@ -77,10 +77,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _add_account_flags(service)
     service.set_defaults(run=_run_add_service)
 
-    remove = sub.add_parser("remove", help="revoke an account (device id or <role>.<name>)")
+    remove = sub.add_parser(
+        "remove",
+        help="revoke an account (device id or <role>.<name>)",
+        description="Revoke an account. With --reload (the broker runs from DIR on this host) the broker "
+        "re-reads its files and every retained message the account could have left (e.g. its status) is "
+        "cleared, by a one-shot account that may write only those topics and is removed right after.",
+    )
     remove.add_argument("username", metavar="ID")
     _add_dir(remove)
-    remove.add_argument("--reload", action="store_true", help="send SIGHUP to the broker running from DIR")
+    remove.add_argument(
+        "--reload", action="store_true", help="send SIGHUP to the broker running from DIR and clear retained messages"
+    )
+    remove.add_argument(
+        "--keep-retained", action="store_true", help="with --reload: leave the account's retained messages"
+    )
     remove.set_defaults(run=_run_remove)
 
     listing = sub.add_parser("list", help="list accounts and their roles")
@@ -182,11 +193,19 @@ def _run_add_service(args: argparse.Namespace) -> int:
 
 
 def _run_remove(args: argparse.Namespace) -> int:
-    from broker.provisioning import remove_account
+    from broker.provisioning import remove_account, revoke_and_clear_retained
 
+    if args.reload and not args.keep_retained:
+        done = revoke_and_clear_retained(args.dir, args.username)
+        _hint(f"removed {done.account.role.value} account {done.account.username}")
+        _hint(f"sent SIGHUP to mosquitto (pid {done.broker_pid}): it re-read passwords and ACL")
+        _hint(f"cleared retained messages on {', '.join(done.topics)}")
+        return 0
     account = remove_account(args.dir, args.username)
     _hint(f"removed {account.role.value} account {account.username}")
     _reload_or_hint(args)
+    if not args.reload:
+        _hint("its retained messages (e.g. its status) stay until cleared: rerun the removal with --reload")
     return 0
 
 

@@ -3,10 +3,17 @@
 The CLI (`thermoscreen broker ...`) is a thin layer over these functions; the demo and the
 tests call them directly to provision on the fly. After `add_*` or `remove_account` the
 broker must re-read its password file and ACL: send it SIGHUP (`reload_broker`).
+
+Revoking an account also leaves what it retained (a device's `online` status, or a retained
+frame a hostile device planted) to be replayed to every new subscriber. `revoke_and_clear_retained`
+clears those with the least privilege there is: a one-shot account that exists only for
+the seconds of the cleanup, may write only the revoked account's own topics, and never
+leaves this process (its password is random and in memory only).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -32,10 +39,16 @@ from broker.files import (
 )
 from broker.mosquitto_conf import Listener, render_config
 from broker.passwords import hash_password, new_password, parse_password_file, render_password_file
+from contract import topics as t
+from transport.connection import MqttConnection, MqttSettings
 
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
 SITE_KEY_BYTES = 32
+#: Username prefix of the one-shot account that clears a revoked account's retained messages.
+CLEANUP_USER_PREFIX = "cleanup-"
+#: How long the cleanup waits for the reloaded broker to accept the one-shot account.
+CLEANUP_TIMEOUT_S = 15.0
 
 LOOPBACK_COMMENT = (
     "Plaintext, loopback only: for local tools on this machine (passwords still required). Never bind it elsewhere."
@@ -109,10 +122,13 @@ def _write_registry(files: BrokerFiles, registry: Registry) -> None:
     write_file(files.registry, text.encode("utf-8"), mode=SECRET_MODE)
 
 
-def _write_access_files(files: BrokerFiles, registry: Registry, passwords: dict[str, str]) -> None:
+def _write_access_files(
+    files: BrokerFiles, registry: Registry, passwords: dict[str, str], *, extra_acl: str = ""
+) -> None:
     owner = lookup_owner(registry.broker.broker_user)
+    acl = render_acl(registry.accounts.values()) + extra_acl
     write_file(files.passwords, render_password_file(passwords).encode("utf-8"), mode=SECRET_MODE, owner=owner)
-    write_file(files.acl, render_acl(registry.accounts.values()).encode("utf-8"), mode=SECRET_MODE, owner=owner)
+    write_file(files.acl, acl.encode("utf-8"), mode=SECRET_MODE, owner=owner)
     _write_registry(files, registry)
 
 
@@ -296,19 +312,102 @@ def add_service(directory: Path, role: Role | str, name: str, *, rotate: bool = 
     return Credentials(username, password, role, files.ca_cert, _connect_url(setup), node_id=name)
 
 
+def _pop_account(files: BrokerFiles, registry: Registry, passwords: dict[str, str], username: str) -> Account:
+    account = registry.accounts.pop(username, None)
+    if account is None:
+        known = ", ".join(sorted(registry.accounts)) or "none"
+        raise LookupError(f"no account {username!r} in {files.root} (accounts: {known})")
+    passwords.pop(username, None)
+    return account
+
+
 def remove_account(directory: Path, username: str) -> Account:
     """Revoke an account (device id or `<role>.<name>`); effective once the broker reloads."""
     files = BrokerFiles(directory.resolve())
     with locked(files):
         registry = load_registry(files)
         passwords = _read_passwords(files)
-        account = registry.accounts.pop(username, None)
-        if account is None:
-            known = ", ".join(sorted(registry.accounts)) or "none"
-            raise LookupError(f"no account {username!r} in {files.root} (accounts: {known})")
-        passwords.pop(username, None)
+        account = _pop_account(files, registry, passwords, username)
         _write_access_files(files, registry, passwords)
     return account
+
+
+def retained_topics(account: Account) -> list[str]:
+    """Every topic `account` could have left a retained message on (what its ACL let it write)."""
+    if account.role is Role.DEVICE:
+        return [t.device_topic(account.username, channel) for channel in t.DeviceChannel]
+    if account.node_id is None:
+        return []
+    return [t.node_topic(account.node_id, channel) for channel in t.NodeChannel]
+
+
+def _cleanup_acl(username: str, topics: Sequence[str]) -> str:
+    lines = ["", "# one-shot cleanup of a revoked account's retained messages (removed right after)"]
+    lines += [f"user {username}", *(f"topic write {topic}" for topic in topics)]
+    return "\n".join(lines) + "\n"
+
+
+def _publish_empty_retained(setup: BrokerSetup, username: str, password: str, topics: Sequence[str]) -> None:
+    """Over the loopback listener: an empty retained payload deletes the retained message of a topic."""
+    settings = MqttSettings(
+        url=f"mqtt://127.0.0.1:{setup.port}",
+        username=username,
+        connect_timeout_s=CLEANUP_TIMEOUT_S,
+        reconnect_min_s=0.2,
+        reconnect_max_s=1.0,
+    )
+    conn = MqttConnection(settings, client_id=username, password=password).start()
+    try:
+        receipts = [(topic, conn.publish(topic, b"", qos=1, retain=True)) for topic in topics]
+        for topic, receipt in receipts:
+            if not receipt.wait(CLEANUP_TIMEOUT_S) or not receipt.accepted:
+                raise ConnectionError(f"broker did not accept clearing the retained message of {topic}")
+    finally:
+        conn.stop()
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What `revoke_and_clear_retained` did: the account removed, the topics cleared, the broker reloaded."""
+
+    account: Account
+    topics: list[str]
+    broker_pid: int
+
+
+def revoke_and_clear_retained(directory: Path, username: str) -> Revocation:
+    """Revoke `username`, reload the broker, and clear every retained message the account could have left.
+
+    Needs the broker running from `directory` on this host (the loopback listener). The
+    one-shot cleanup account is removed (and the broker reloaded again) whatever happens.
+    """
+    files = BrokerFiles(directory.resolve())
+    cleanup_user = f"{CLEANUP_USER_PREFIX}{secrets.token_hex(6)}"
+    cleanup_password = new_password()
+    with locked(files):
+        registry = load_registry(files)
+        passwords = _read_passwords(files)
+        account = _pop_account(files, registry, passwords, username)
+        topics = retained_topics(account)
+        passwords[cleanup_user] = hash_password(cleanup_password)
+        _write_access_files(files, registry, passwords, extra_acl=_cleanup_acl(cleanup_user, topics))
+        setup = registry.broker
+    try:
+        pid = reload_broker(directory)
+        _publish_empty_retained(setup, cleanup_user, cleanup_password, topics)
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(
+            f"account {username} removed, but its retained messages were not cleared: {exc}"
+        ) from None
+    finally:
+        with locked(files):
+            registry = load_registry(files)
+            passwords = _read_passwords(files)
+            passwords.pop(cleanup_user, None)
+            _write_access_files(files, registry, passwords)
+        with contextlib.suppress(OSError, ValueError):  # not running: it never loaded the one-shot account
+            reload_broker(directory)
+    return Revocation(account, topics, pid)
 
 
 def list_accounts(directory: Path) -> list[Account]:

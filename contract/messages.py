@@ -90,6 +90,8 @@ class Verdict(_Message):
     flagged: bool
     threshold: Probability
     model_version: str = Field(min_length=1, max_length=64)
+    #: sha256 of the .tflite file that scored the frame (the version string alone can be reused).
+    model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     node_id: NodeId
     latency_ms: float = Field(ge=0.0)
 
@@ -122,6 +124,7 @@ class NodeStatus(_Message):
     state: DeviceState
     ts_ns: TimestampNs | None = None
     model_version: str | None = Field(default=None, max_length=64)
+    model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class NodeMetrics(_Message):

@@ -29,6 +29,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variant", choices=("auto", "float32", "int8"), help="model file to run (default: manifest's)"
     )
+    parser.add_argument(
+        "--model-key",
+        action="append",
+        metavar="KEY",
+        help="trusted model signing key ed25519:<base64> (repeatable; replaces model_public_keys)",
+    )
     parser.add_argument("--duration", type=float, metavar="S", help="stop gracefully after S seconds (demos, tests)")
     parser.set_defaults(run=run)
 
@@ -43,6 +49,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "batch_max": args.batch,
         "batch_ms": args.batch_ms,
         "variant": args.variant,
+        "model_public_keys": args.model_key,
     }
 
 

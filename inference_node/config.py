@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.ids import validate_node_id
+from contract.model.signing import SigningError, parse_public_key
 from transport.config_file import load_toml_model, validate_model
 from transport.connection import MqttSettings
 
@@ -18,6 +19,14 @@ Variant = Literal["auto", "float32", "int8"]
 
 #: Relative model directories are resolved against the working directory (the repo in dev).
 DEFAULT_MODEL_DIR = Path("models/thermal")
+#: The public key that signed the shipped model (its private half stays with whoever trains).
+SHIPPED_MODEL_PUBLIC_KEY = "ed25519:OSpdzNqoM/x9RMo48b46sug13CcWEgIPpa3SwaySgrw="
+#: Frames received but not yet scored; beyond this the node drops (and counts) new frames
+#: instead of growing without bound while the broker keeps delivering faster than it scores.
+DEFAULT_MAX_PENDING_FRAMES = 10_000
+#: Verdicts published but not yet acknowledged; beyond this the worker waits for the broker,
+#: so a slow broker backs up into the bounded frame queue rather than into memory.
+DEFAULT_MAX_UNACKED_VERDICTS = 5_000
 
 
 def default_node_id() -> str:
@@ -41,6 +50,11 @@ class InferenceConfig(BaseModel):
     #: Shared-subscription group: each frame goes to exactly one worker of the group.
     group: str = "inference"
     model_dir: Path = DEFAULT_MODEL_DIR
+    #: Every model the node serves must lie inside this directory (symlinks followed); admin
+    #: swaps name a directory relative to it. Default: the parent of `model_dir`.
+    models_root: Path | None = None
+    #: Pinned Ed25519 keys (`ed25519:<base64>`): a model is served only if one of them signed its manifest.
+    model_public_keys: list[str] = Field(default_factory=lambda: [SHIPPED_MODEL_PUBLIC_KEY], min_length=1)
     #: `auto` uses the manifest's default_variant.
     variant: Variant = "auto"
     #: LiteRT interpreter threads; 1 leaves the other core to MQTT and the rest of the host.
@@ -54,6 +68,8 @@ class InferenceConfig(BaseModel):
     #: On shutdown, keep answering frames until none arrived for this long (bounded by drain_max_s).
     drain_quiet_ms: float = Field(default=200.0, ge=0.0, le=10_000.0)
     drain_max_s: float = Field(default=10.0, gt=0.0, le=600.0)
+    max_pending_frames: int = Field(default=DEFAULT_MAX_PENDING_FRAMES, ge=1, le=1_000_000)
+    max_unacked_verdicts: int = Field(default=DEFAULT_MAX_UNACKED_VERDICTS, ge=1, le=1_000_000)
     mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings(max_inflight=NODE_MAX_INFLIGHT))
 
     @model_validator(mode="before")
@@ -63,6 +79,29 @@ class InferenceConfig(BaseModel):
         if isinstance(data, dict) and isinstance(data.get("mqtt"), dict) and "max_inflight" not in data["mqtt"]:
             return {**data, "mqtt": {**data["mqtt"], "max_inflight": NODE_MAX_INFLIGHT}}
         return data
+
+    @field_validator("model_public_keys")
+    @classmethod
+    def _check_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            try:
+                parse_public_key(key)
+            except SigningError as exc:
+                raise ValueError(f"model_public_keys: {exc}") from None
+        return keys
+
+    @model_validator(mode="after")
+    def _model_dir_inside_root(self) -> InferenceConfig:
+        """The configured model must itself obey the confinement every swap obeys."""
+        root = self.resolved_models_root
+        if not self.model_dir.resolve().is_relative_to(root):
+            raise ValueError(f"model_dir {self.model_dir} is outside models_root {root}")
+        return self
+
+    @property
+    def resolved_models_root(self) -> Path:
+        root = self.models_root if self.models_root is not None else self.model_dir.resolve().parent
+        return root.resolve()
 
     @field_validator("node_id", "group")
     @classmethod

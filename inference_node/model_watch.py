@@ -1,7 +1,8 @@
 """Notices a new model in a directory by polling: no inotify dependency, works on any filesystem.
 
-The signature is the manifest's bytes plus size and mtime of every file it names, so both a
-new manifest and a model file replaced in place count as a change. The caller loads (and
+The signature is the manifest's and its signature file's bytes plus size and mtime of every
+file it names, so a new manifest, a new signature and a model file replaced in place all
+count as a change. The caller loads (and
 verifies) the directory; a half-written model fails verification and is retried at the next
 change, when the writer has touched the files again.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+
+from contract.model.manifest import SIGNATURE_NAME
 
 
 def directory_signature(model_dir: Path) -> str:
@@ -22,6 +25,10 @@ def directory_signature(model_dir: Path) -> str:
     except OSError as exc:
         return f"unreadable:{exc.errno}"
     digest.update(raw)
+    try:
+        digest.update((model_dir / SIGNATURE_NAME).read_bytes())
+    except OSError:
+        digest.update(b"unsigned")
     try:
         files = json.loads(raw).get("files", {})
         paths = sorted(str(entry.get("path", "")) for entry in files.values() if isinstance(entry, dict))

@@ -8,6 +8,17 @@ Threads and why:
 - the housekeeping thread publishes metrics, polls the model directory, and loads and warms
   up new models, so a swap costs the worker nothing.
 
+Who may change the model (docs/security.md): only a manifest signed by a pinned key
+(`model_public_keys`), for a directory inside `models_root`, that fits the thermal contract
+and answers a real frame during warm-up; an admin swap must name the version it expects and
+is ignored when it arrives retained (a retained command would be replayed on every
+reconnect). On any refusal the old model keeps serving; the reason goes to a dead letter,
+the log and `last_refusal`.
+
+Buffers are bounded: at most `max_pending_frames` frames wait for the worker (further ones
+are dropped and counted in `frames_dropped`), at most `max_unacked_verdicts` verdicts wait
+for the broker's acknowledgement (then the worker waits, so the frame bound applies).
+
 Shutdown (`stop`) loses no frame it was given: unsubscribe, answer everything that still
 arrives until the line is quiet, publish the retained `offline` status, then disconnect.
 """
@@ -50,6 +61,7 @@ from contract.topics import (
 )
 from inference_node.batcher import Arrival, MicroBatcher
 from inference_node.config import InferenceConfig
+from inference_node.model_paths import confined, swap_target
 from inference_node.model_watch import ModelDirWatch, directory_signature
 from inference_node.stats import NodeStats
 from inference_node.verdicts import VerdictEncoder
@@ -61,6 +73,8 @@ log = logging.getLogger(__name__)
 COMPONENT = "inference"
 #: How long the worker blocks for a first frame before checking for swaps and shutdown.
 IDLE_POLL_S = 0.05
+#: At most one "queue full" log line per this many seconds (the count is in the metrics).
+DROP_LOG_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +107,12 @@ class InferenceNode:
         self._runner = runner
         self._pending_runner: ModelRunner | None = None
         self._pending_lock = threading.Lock()
-        self._batcher: MicroBatcher[tuple[str, bytes]] = MicroBatcher(config.batch_max, config.batch_ms / 1000.0)
+        self._batcher: MicroBatcher[tuple[str, bytes]] = MicroBatcher(
+            config.batch_max, config.batch_ms / 1000.0, config.max_pending_frames
+        )
+        self._next_drop_log = 0.0
+        #: The last real frame scored (degrees C): a swap candidate is warmed up on it.
+        self._last_frame_c: np.ndarray | None = None
         self._swaps: queue.SimpleQueue[SwapRequest | None] = queue.SimpleQueue()
         self._receipts: collections.deque[PublishReceipt] = collections.deque()
         self._stop_housekeeping = threading.Event()
@@ -122,6 +141,14 @@ class InferenceNode:
         return self._runner.version if self._runner is not None else None
 
     @property
+    def model_sha256(self) -> str | None:
+        return self._runner.model_sha256 if self._runner is not None else None
+
+    @property
+    def frames_dropped(self) -> int:
+        return self._batcher.dropped
+
+    @property
     def connection(self) -> MqttConnection:
         if self._conn is None:
             raise RuntimeError("inference node is not started")
@@ -137,9 +164,7 @@ class InferenceNode:
         cfg = self.config
         signature = directory_signature(cfg.model_dir)
         if self._runner is None:
-            runner = ModelRunner.load(
-                cfg.model_dir, variant=cfg.variant, num_threads=cfg.num_threads, max_batch=cfg.batch_max
-            )
+            runner = self._load_runner(confined(cfg.resolved_models_root, cfg.model_dir))
             runner.warm_up()
             self._runner = runner
         self._encoder = VerdictEncoder(self.node_id, self.runner)
@@ -205,17 +230,38 @@ class InferenceNode:
 
     # -- network-thread handlers (keep short) ----------------------------------------------
     def _on_frame(self, message: Message) -> None:
-        self._batcher.put((message.topic, message.payload))
+        if not self._batcher.put((message.topic, message.payload)):
+            now = time.monotonic()
+            if now >= self._next_drop_log:
+                self._next_drop_log = now + DROP_LOG_INTERVAL_S
+                log.warning(
+                    "inference queue full (%d frames): dropping frames, %d so far",
+                    self.config.max_pending_frames,
+                    self._batcher.dropped,
+                )
 
     def _on_admin(self, message: Message) -> None:
+        """Validate an admin swap on the network thread; loading happens on the housekeeping thread."""
+        if message.retain:
+            # A retained command is the broker replaying an old order on (re)connect, not an admin now.
+            self._refuse(
+                "retained admin message ignored (publish swaps without retain)", message.topic, message.payload
+            )
+            return
         try:
             swap = decode_message(message.payload, ModelSwap)
         except ContractError as exc:
             self._dead_letter(str(exc), message.topic, message.payload, None)
             return
-        self.request_swap(
-            Path(swap.model_dir), source=message.topic, expected_version=swap.expected_version, payload=message.payload
-        )
+        if swap.expected_version is None:
+            self._refuse("expected_version is required", message.topic, message.payload)
+            return
+        try:
+            target = swap_target(self.config.resolved_models_root, swap.model_dir)
+        except ManifestError as exc:
+            self._refuse(str(exc), message.topic, message.payload)
+            return
+        self.request_swap(target, source=message.topic, expected_version=swap.expected_version, payload=message.payload)
 
     def _on_connect(self) -> None:
         # Also after a reconnect: the broker may have published our last will meanwhile.
@@ -239,28 +285,36 @@ class InferenceNode:
                 self._swap_adopted.wait(remaining)
         return True
 
+    def _load_runner(self, model_dir: Path) -> ModelRunner:
+        cfg = self.config
+        return ModelRunner.load(
+            model_dir,
+            variant=cfg.variant,
+            num_threads=cfg.num_threads,
+            max_batch=cfg.batch_max,
+            trusted_keys=cfg.model_public_keys,
+        )
+
+    def _refuse(self, detail: str, source: str, payload: bytes) -> None:
+        """Keep the serving model; say why on every channel an operator looks at."""
+        reason = f"model swap refused, still serving {self.model_version}: {' '.join(detail.split())}"
+        self.last_refusal = reason
+        self.stats.record_swap(accepted=False)
+        log.warning("%s", reason)
+        self._dead_letter(reason, source, payload, None)
+
     def _load_candidate(self, request: SwapRequest) -> None:
         """Housekeeping thread: verify and warm up a model, then leave it for the worker to adopt."""
         signature = directory_signature(request.model_dir)  # before loading: a change meanwhile is seen later
         try:
-            candidate = ModelRunner.load(
-                request.model_dir,
-                variant=self.config.variant,
-                num_threads=self.config.num_threads,
-                max_batch=self.config.batch_max,
-            )
+            candidate = self._load_runner(confined(self.config.resolved_models_root, request.model_dir))
             if request.expected_version is not None and candidate.version != request.expected_version:
                 raise ManifestError(
                     f"{request.model_dir}: manifest version {candidate.version}, expected {request.expected_version}"
                 )
-            candidate.warm_up()
+            candidate.warm_up(self._last_frame_c)
         except Exception as exc:  # whatever is wrong with a candidate, the answer is the same: refuse it
-            reason = f"model swap refused, still serving {self.model_version}: {' '.join(str(exc).split())}"
-            self.last_refusal = reason
-            self.stats.record_swap(accepted=False)
-            log.warning("%s", reason)
-            payload = request.payload or str(request.model_dir).encode()
-            self._dead_letter(reason, request.source, payload, None)
+            self._refuse(str(exc), request.source, request.payload or str(request.model_dir).encode())
             return
         if self._watch is not None:
             self._watch.follow(request.model_dir, signature)
@@ -361,6 +415,7 @@ class InferenceNode:
         if not frames:
             return
         temperatures = np.stack(centi).astype(np.float32) / np.float32(100.0)
+        self._last_frame_c = temperatures[-1].copy()
         probabilities = runner.predict_celsius(temperatures)
         done = time.perf_counter()
         latencies = [(done - at) * 1000.0 for at in arrived]
@@ -379,9 +434,19 @@ class InferenceNode:
                 continue
             topic, payload = encoder.encode(frame, probability, latency_ms)
             receipts.append(conn.publish(topic, payload, qos=1))
-        while receipts and receipts[0].done:
-            receipts.popleft()
+        self._trim_receipts()
         self.stats.record_batch(latencies)
+
+    def _trim_receipts(self) -> None:
+        """Forget acknowledged verdicts; past the bound, wait for the broker (frames back up, bounded)."""
+        receipts = self._receipts
+        limit = self.config.max_unacked_verdicts
+        while receipts and (receipts[0].done or len(receipts) > limit):
+            if not receipts[0].done and not receipts[0].wait(IDLE_POLL_S):
+                if self._draining.is_set():
+                    return
+                continue
+            receipts.popleft()
 
     def _wait_receipts(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -426,7 +491,7 @@ class InferenceNode:
             node_id=self.node_id,
             role=NodeRole.INFERENCE,
             ts_ns=time.time_ns(),
-            values=self.stats.snapshot(self._batcher.qsize()),
+            values=self.stats.snapshot(self._batcher.qsize(), self._batcher.dropped),
             model_version=self.model_version,
         )
         conn = self._conn
@@ -443,6 +508,7 @@ class InferenceNode:
                 state=state,
                 ts_ns=time.time_ns(),
                 model_version=self.model_version if with_version else None,
+                model_sha256=self.model_sha256 if with_version else None,
             )
         )
 

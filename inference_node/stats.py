@@ -1,7 +1,8 @@
 """The node's health numbers: counters since start and a latency/throughput window per metrics period.
 
 Names of the published values are those of `contract.timeseries.NODE_METRICS` (so the bridge
-and dashboards can store them) plus `queue_depth`, `model_swaps` and `model_swaps_refused`.
+and dashboards can store them) plus `queue_depth`, `frames_dropped` (refused because the queue was full), `model_swaps`
+and `model_swaps_refused`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class NodeStats:
             else:
                 self.model_swaps_refused += 1
 
-    def snapshot(self, queue_depth: int) -> dict[str, float]:
+    def snapshot(self, queue_depth: int, frames_dropped: int = 0) -> dict[str, float]:
         """The values of one NodeMetrics message; starts a new rate/latency window."""
         now = time.monotonic()
         with self._lock:
@@ -62,6 +63,7 @@ class NodeStats:
             "deadletters": float(totals[1]),
             "frames_total": float(totals[0]),
             "queue_depth": float(queue_depth),
+            "frames_dropped": float(frames_dropped),
             "model_swaps": float(totals[2]),
             "model_swaps_refused": float(totals[3]),
         }

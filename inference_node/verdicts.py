@@ -24,11 +24,13 @@ class VerdictEncoder:
     def __init__(self, node_id: str, runner: ModelRunner) -> None:
         self.node_id = node_id
         self.model_version = runner.version
+        self.model_sha256 = runner.model_sha256
         self.threshold = float(runner.threshold)
         self.labels = (runner.labels[0], runner.labels[1])
         self._label_json = (json.dumps(self.labels[0]), json.dumps(self.labels[1]))
         self._tail = (
             f',"threshold":{self.threshold!r},"model_version":{json.dumps(self.model_version)},'
+            f'"model_sha256":{json.dumps(self.model_sha256)},'
             f'"node_id":{json.dumps(node_id)},"latency_ms":'
         )
         self._topics: dict[str, str] = {}
@@ -53,6 +55,7 @@ class VerdictEncoder:
             flagged=flagged,
             threshold=self.threshold,
             model_version=self.model_version,
+            model_sha256=self.model_sha256,
             node_id=self.node_id,
             latency_ms=max(0.0, latency_ms),
         )

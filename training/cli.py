@@ -1,11 +1,25 @@
-"""`thermoscreen train thermal|idc|idc-synthetic`: argument parsing only; TensorFlow is imported inside `run`."""
+"""`thermoscreen train thermal|idc|idc-synthetic|keygen|sign`: argument parsing; TensorFlow loads inside `run`.
+
+Signing: `thermal` and `idc` sign the manifest they write with the Ed25519 private key given
+by `--signing-key FILE` (or the file named by $THERMOSCREEN_MODEL_SIGNING_KEY). The key is
+read before training starts (a wrong path fails in a second, not after an hour) and is never
+copied anywhere; only `manifest.json.sig` lands in the model directory. Inference nodes
+refuse a model not signed by a key pinned in their config.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from contract.model.signing import SIGNING_KEY_ENV
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 def _positive(text: str) -> int:
@@ -20,8 +34,32 @@ def _command_line() -> str:
     return shlex.join(["thermoscreen", *sys.argv[1:]])
 
 
+def _signing_key(args: argparse.Namespace) -> Ed25519PrivateKey | None:
+    """The private key from --signing-key or the environment; None (and a hint) when neither is given."""
+    from contract.model.signing import load_private_key
+
+    path = args.signing_key if args.signing_key is not None else os.environ.get(SIGNING_KEY_ENV)
+    if not path:
+        print(
+            f"note: no --signing-key (or ${SIGNING_KEY_ENV}): the model will be unsigned and inference nodes "
+            "refuse it until `thermoscreen train sign` signs it",
+            file=sys.stderr,
+        )
+        return None
+    return load_private_key(Path(path))
+
+
+def _sign_output(out: Path, key: Ed25519PrivateKey | None) -> None:
+    from contract.model.manifest import sign_model_dir
+
+    if key is not None:
+        print(f"signed {sign_model_dir(out, key)}", file=sys.stderr)
+
+
 def _run_thermal(args: argparse.Namespace) -> int:
     from training.thermal_pipeline import ThermalRunOptions, run_thermal_training
+
+    key = _signing_key(args)
 
     if not 0.0 < args.sensitivity < 1.0 + 1e-12:
         raise ValueError(f"--sensitivity must be in (0, 1], got {args.sensitivity}")
@@ -44,6 +82,7 @@ def _run_thermal(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     )
+    _sign_output(args.out, key)
     cnn = report.get("cross_validation", {}).get("cnn")
     summary = f"thermal model {report['model_version']} written to {args.out} (threshold {report['threshold']:.4f}"
     if cnn is not None:
@@ -54,6 +93,8 @@ def _run_thermal(args: argparse.Namespace) -> int:
 
 def _run_idc(args: argparse.Namespace) -> int:
     from training.idc_pipeline import IdcRunOptions, run_idc_training
+
+    key = _signing_key(args)
 
     report = run_idc_training(
         IdcRunOptions(
@@ -69,6 +110,7 @@ def _run_idc(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     )
+    _sign_output(args.out, key)
     test = report["test"]
     print(
         f"IDC model written to {args.out}: test precision {test['precision']}, accuracy {test['accuracy']}, "
@@ -84,6 +126,40 @@ def _run_idc_synthetic(args: argparse.Namespace) -> int:
     count = write_synthetic_idc_tree(args.out, patients=args.patients, patches_per_patient=args.patches, seed=args.seed)
     print(f"wrote {count} synthetic patches for {args.patients} patients under {args.out}", file=sys.stderr)
     return 0
+
+
+def _run_keygen(args: argparse.Namespace) -> int:
+    from contract.model.signing import generate_key_pair
+
+    public = generate_key_pair(args.out)
+    print(public)
+    print(
+        f"private key {args.out} (0600): keep it with whoever trains, never in the repository or a model "
+        f"directory; pin the public key above (also in {args.out}.pub) in each node's model_public_keys",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _run_sign(args: argparse.Namespace) -> int:
+    from contract.model.manifest import sign_model_dir
+    from contract.model.signing import load_private_key
+
+    key_path = args.signing_key if args.signing_key is not None else os.environ.get(SIGNING_KEY_ENV)
+    if not key_path:
+        raise ValueError(f"train sign: --signing-key FILE (or ${SIGNING_KEY_ENV}) is required")
+    path = sign_model_dir(args.model_dir, load_private_key(Path(key_path)))
+    print(f"signed {path}", file=sys.stderr)
+    return 0
+
+
+def _add_signing_key(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="FILE",
+        help=f"Ed25519 private key (PEM) that signs manifest.json (default: ${SIGNING_KEY_ENV})",
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +186,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     thermal.add_argument("--threads", type=_positive, default=2, help="TensorFlow intra-op threads (default 2)")
     thermal.add_argument("--version", help="model version string (default thermal-DATE-DATAHASH)")
     thermal.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
+    _add_signing_key(thermal)
     thermal.set_defaults(run=_run_thermal)
 
     idc = sub.add_parser(
@@ -128,6 +205,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     idc.add_argument("--threads", type=_positive, default=2, help="TensorFlow intra-op threads (default 2)")
     idc.add_argument("--version", help="model version string (default idc-DATE)")
     idc.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
+    _add_signing_key(idc)
     idc.set_defaults(run=_run_idc)
 
     synthetic = sub.add_parser(
@@ -140,3 +218,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     synthetic.add_argument("--patches", type=_positive, default=40, help="patches per patient (default 40)")
     synthetic.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     synthetic.set_defaults(run=_run_idc_synthetic)
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="make an Ed25519 key pair for signing models",
+        description="Write a new private key (0600, never overwritten) and print its public key "
+        "(ed25519:<base64>) for the nodes' model_public_keys.",
+    )
+    keygen.add_argument("--out", type=Path, required=True, metavar="FILE", help="private key file to create")
+    keygen.set_defaults(run=_run_keygen)
+
+    sign = sub.add_parser(
+        "sign",
+        help="sign an existing model directory's manifest.json",
+        description="Check a model directory (manifest, file sha256) and write manifest.json.sig beside it.",
+    )
+    sign.add_argument("--model-dir", type=Path, required=True, metavar="DIR", help="model directory")
+    _add_signing_key(sign)
+    sign.set_defaults(run=_run_sign)

@@ -1,19 +1,26 @@
 """The model manifest (`manifest.json` beside the `.tflite` files): what a model is and how to feed it.
 
-Training writes it; the inference node refuses a model whose manifest does not validate or
-whose files do not match their sha256.
+Training writes it and signs it (`manifest.json.sig`, see contract/model/signing.py); the
+inference node refuses a model whose manifest is not signed by a trusted key, does not
+validate, names a file outside its directory, or whose files do not match their sha256.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from contract.model.signing import SigningError, sign_manifest_bytes, verify_signature
 
 MANIFEST_FORMAT: Literal["thermoscreen-model/1"] = "thermoscreen-model/1"
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = MANIFEST_NAME + ".sig"
 
 
 class Preprocessing(BaseModel):
@@ -31,9 +38,18 @@ class Preprocessing(BaseModel):
 
 class ModelFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(min_length=1)
+    path: str = Field(min_length=1, max_length=255)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     dtype: Literal["float32", "int8"]
+
+    @field_validator("path")
+    @classmethod
+    def _relative_inside(cls, value: str) -> str:
+        """A model file lives in the model directory: no absolute path, no `..`, no backslash tricks."""
+        pure = PurePosixPath(value)
+        if pure.is_absolute() or "\\" in value or ".." in pure.parts or value.startswith("~"):
+            raise ValueError(f"model file path {value!r} must be relative to the model directory, without '..'")
+        return value
 
 
 class Manifest(BaseModel):
@@ -72,15 +88,51 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_manifest(model_dir: str | Path, *, verify: bool = True) -> Manifest:
-    """Read and validate `model_dir/manifest.json`; with `verify`, check every file's sha256."""
-    directory = Path(model_dir)
-    path = directory / "manifest.json"
+def model_file_path(directory: Path, entry: ModelFile) -> Path:
+    """Where `entry` lives, after following symlinks; ManifestError when that is outside `directory`."""
+    root = directory.resolve()
+    target = (root / entry.path).resolve()
+    if not target.is_relative_to(root):
+        raise ManifestError(
+            f"{directory / MANIFEST_NAME}: model file {entry.path} resolves outside the model directory"
+        )
+    return target
+
+
+def _check_signature(directory: Path, manifest_bytes: bytes, trusted_keys: Sequence[str]) -> None:
+    sig_path = directory / SIGNATURE_NAME
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        signature = sig_path.read_text(encoding="ascii")
     except FileNotFoundError:
-        raise ManifestError(f"{path}: no manifest.json in model directory") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{directory / MANIFEST_NAME}: manifest is not signed (no {SIGNATURE_NAME})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{sig_path}: unreadable signature: {exc}") from None
+    try:
+        verify_signature(manifest_bytes, signature, trusted_keys)
+    except SigningError as exc:
+        raise ManifestError(f"{sig_path}: {exc}") from None
+
+
+def load_manifest(model_dir: str | Path, *, verify: bool = True, trusted_keys: Sequence[str] | None = None) -> Manifest:
+    """Read and validate `model_dir/manifest.json`; with `verify`, check every file's sha256.
+
+    With `trusted_keys` (what a serving node always passes), the manifest must also carry a
+    valid signature by one of them; the bytes verified are the bytes parsed, read once.
+    Without, anyone who can write the directory decides what it holds (training, evaluation).
+    """
+    directory = Path(model_dir)
+    path = directory / MANIFEST_NAME
+    try:
+        manifest_bytes = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no {MANIFEST_NAME} in model directory") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: unreadable manifest: {exc.strerror}") from None
+    if trusted_keys is not None:
+        _check_signature(directory, manifest_bytes, trusted_keys)
+    try:
+        raw = json.loads(manifest_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: unreadable manifest: {exc}") from None
     try:
         manifest = Manifest.model_validate(raw)
@@ -92,7 +144,7 @@ def load_manifest(model_dir: str | Path, *, verify: bool = True) -> Manifest:
         raise ManifestError(f"{path}: default_variant {manifest.default_variant} has no file entry")
     if verify:
         for variant, entry in manifest.files.items():
-            file_path = directory / entry.path
+            file_path = model_file_path(directory, entry)
             if not file_path.is_file():
                 raise ManifestError(f"{path}: {variant} model file {entry.path} is missing")
             actual = sha256_file(file_path)
@@ -101,3 +153,14 @@ def load_manifest(model_dir: str | Path, *, verify: bool = True) -> Manifest:
                     f"{path}: sha256 mismatch for {entry.path} (manifest {entry.sha256[:12]}..., file {actual[:12]}...)"
                 )
     return manifest
+
+
+def sign_model_dir(model_dir: Path, key: Ed25519PrivateKey) -> Path:
+    """Sign `model_dir/manifest.json` as it is now (after checking it); returns the signature file."""
+    load_manifest(model_dir, verify=True)
+    manifest_bytes = (model_dir / MANIFEST_NAME).read_bytes()
+    path = model_dir / SIGNATURE_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(sign_manifest_bytes(manifest_bytes, key) + "\n", encoding="ascii")
+    tmp.replace(path)
+    return path

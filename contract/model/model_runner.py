@@ -10,6 +10,7 @@ size because re-planning a resized interpreter costs ~0.1 ms, more than scoring 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,48 @@ import numpy as np
 import numpy.typing as npt
 
 from contract.model.litert import interpreter_factory, quiet_native_banner
-from contract.model.manifest import Manifest, ManifestError, load_manifest, sha256_bytes
+from contract.model.manifest import Manifest, ManifestError, load_manifest, model_file_path, sha256_bytes
 from contract.model.preprocessing import preprocess
+from contract.sensor import MLX_COLS, MLX_ROWS
 
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 
 QUANTISED_DTYPES = (np.int8, np.uint8)
+
+#: The thermal contract a served model must fit: one MLX90640 frame in, float32 as declared.
+THERMAL_INPUT_SHAPE = [MLX_ROWS, MLX_COLS, 1]
+#: The interpreter input dtype each declared file dtype must have.
+FILE_INPUT_DTYPES: dict[str, type[np.generic]] = {"float32": np.float32, "int8": np.int8}
+
+
+def check_thermal_contract(manifest: Manifest, where: Path) -> None:
+    """Refuse a manifest that would make the node dead-letter every frame or flag nobody.
+
+    A threshold of 0 flags every woman and 1 flags none, silently: it must lie strictly inside (0, 1).
+    """
+    problems = []
+    if manifest.task != "thermal_screening" or manifest.preprocessing.kind != "frame_standardize":
+        problems.append(f"model task {manifest.task} ({manifest.preprocessing.kind}) is not a thermal frame model")
+    if list(manifest.input_shape) != THERMAL_INPUT_SHAPE:
+        problems.append(f"input_shape {manifest.input_shape} is not the sensor's {THERMAL_INPUT_SHAPE}")
+    if manifest.input_dtype != "float32":
+        problems.append(f"input_dtype {manifest.input_dtype} is not float32")
+    if not 0.0 < manifest.threshold < 1.0:
+        problems.append(f"threshold {manifest.threshold} is not strictly inside (0, 1)")
+    if len(set(manifest.labels)) != 2:
+        problems.append(f"labels {manifest.labels} are not two distinct names")
+    if problems:
+        raise ManifestError(f"{where}: {'; '.join(problems)}")
+
+
+def reference_frame_c() -> FloatArray:
+    """A plausible 24x32 frame (22 C room, a 34 C torso): warms up a model when no real frame came yet."""
+    rows, cols = np.mgrid[0:MLX_ROWS, 0:MLX_COLS].astype(np.float32)
+    torso = ((rows - MLX_ROWS / 2) / 9.0) ** 2 + ((cols - MLX_COLS / 2) / 12.0) ** 2 <= 1.0
+    frame: FloatArray = (np.where(torso, 34.0, 22.0) + 0.01 * (rows + cols)).astype(np.float32)
+    return frame
 
 
 @dataclass(frozen=True)
@@ -87,6 +122,8 @@ class ModelRunner:
         self.model_dir = model_dir
         self.manifest = manifest
         self.variant = variant
+        #: sha256 of the .tflite bytes this runner serves (carried by every verdict and status).
+        self.model_sha256 = sha256_bytes(model_content)
         self.num_threads = num_threads
         factory, self.runtime = interpreter_factory()
         self._factory = factory
@@ -108,6 +145,12 @@ class ModelRunner:
             raise ManifestError(f"{model_dir}: model output {out_shape} is not one probability per frame")
         self._input = TensorSpec.from_details(inputs[0])
         self._output = TensorSpec.from_details(outputs[0])
+        declared = manifest.files[variant].dtype  # type: ignore[index]
+        if self._input.dtype != FILE_INPUT_DTYPES[declared]:
+            raise ManifestError(
+                f"{model_dir}: {variant} model takes {np.dtype(self._input.dtype).name} input, "
+                f"manifest declares {declared}"
+            )
         for spec, what in ((self._input, "input"), (self._output, "output")):
             if spec.dtype not in (np.float32, *QUANTISED_DTYPES):
                 raise ManifestError(f"{model_dir}: unsupported {what} dtype {np.dtype(spec.dtype).name}")
@@ -122,23 +165,28 @@ class ModelRunner:
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def load(
-        cls, model_dir: str | Path, *, variant: str = "auto", num_threads: int = 1, max_batch: int = 32
+        cls,
+        model_dir: str | Path,
+        *,
+        variant: str = "auto",
+        num_threads: int = 1,
+        max_batch: int = 32,
+        trusted_keys: Sequence[str] | None = None,
     ) -> ModelRunner:
-        """Validate the manifest and sha256, read the chosen file once, build the interpreter.
+        """Validate signature, manifest, thermal contract and sha256, read the chosen file once, build it.
 
+        `trusted_keys`: the pinned public keys (a serving node always passes them; None skips
+        the signature check, for offline evaluation of a model one just trained).
         Raises ManifestError (one line) for anything that must not be served.
         """
         directory = Path(model_dir)
-        manifest = load_manifest(directory, verify=True)
-        if manifest.task != "thermal_screening" or manifest.preprocessing.kind != "frame_standardize":
-            raise ManifestError(
-                f"{directory}: model task {manifest.task} ({manifest.preprocessing.kind}) is not a thermal frame model"
-            )
+        manifest = load_manifest(directory, verify=True, trusted_keys=trusted_keys)
+        check_thermal_contract(manifest, directory)
         chosen = manifest.default_variant if variant == "auto" else variant
         entry = manifest.files.get(chosen)  # type: ignore[call-overload]
         if entry is None:
             raise ManifestError(f"{directory}: manifest has no {chosen} model (has {', '.join(manifest.files)})")
-        path = directory / entry.path
+        path = model_file_path(directory, entry)
         try:
             content = path.read_bytes()
         except OSError as exc:
@@ -194,10 +242,19 @@ class ModelRunner:
         return np.dtype(self._input.dtype).name
 
     # -- scoring ---------------------------------------------------------------------------
-    def warm_up(self) -> None:
-        """Build and run every batch size once so the first real batch pays no set-up cost."""
+    def warm_up(self, sample_c: npt.ArrayLike | None = None) -> None:
+        """Run every batch size once on a real 24x32 frame: no set-up cost on the first batch, and proof it answers.
+
+        `sample_c`: a frame in C (the last one the node received); default `reference_frame_c()`.
+        Raises ManifestError when the model gives anything but probabilities in 0..1.
+        """
+        frame = np.asarray(reference_frame_c() if sample_c is None else sample_c, dtype=np.float32)
+        if frame.shape != tuple(self.manifest.input_shape[:2]):
+            raise ManifestError(f"{self.model_dir}: warm-up frame {frame.shape} does not fit input {self.frame_shape}")
         for batch in self.buckets:
-            self.predict_preprocessed(np.zeros((batch, *self.manifest.input_shape), dtype=np.float32))
+            out = self.predict_celsius(np.broadcast_to(frame, (batch, *frame.shape)))
+            if not np.all((out >= 0.0) & (out <= 1.0)):  # also catches NaN
+                raise ManifestError(f"{self.model_dir}: warm-up gave {out[:3].tolist()}, not probabilities in 0..1")
 
     def predict_celsius(self, frames_c: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """(N, H, W) temperatures in C -> (N,) probabilities of labels[1]."""

@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,12 @@ from broker.acl import render_acl
 from broker.certificates import certificate_names
 from broker.files import BrokerFiles
 from broker.passwords import parse_password_file, verify_password
-from broker.provisioning import add_device, add_service, init_broker, list_accounts, remove_account
+from broker.provisioning import Credentials, add_device, add_service, init_broker, list_accounts, remove_account
 from contract import topics as t
+from contract.messages import DeviceState, DeviceStatus, encode_message
 from devtools.local_mosquitto import RELOAD_LOG_LINE, LocalMosquitto, free_port
-from devtools.secure_broker import connect_outcome
+from devtools.secure_broker import SecureBroker, connect_outcome
+from tests.mqtt_helpers import Collector, subscribe_and_wait
 from thermoscreen.cli import main
 from transport.connection import MqttSettings
 
@@ -294,3 +297,67 @@ def test_conf_dir_as_rewrites_paths_for_a_container(tmp_path: Path) -> None:
     assert "keyfile /mosquitto/config/server.key\n" in config
     assert "persistence_location /mosquitto/config/data/\n" in config
     assert str(files.root) not in config
+
+
+def _retained(broker: SecureBroker, creds: Credentials, topic_filter: str) -> dict[str, bytes]:
+    """What a brand-new subscriber gets replayed on `topic_filter` (retained messages only)."""
+    got = Collector()
+    conn = broker.connect(creds)
+    try:
+        subscribe_and_wait(conn, topic_filter, got)
+        time.sleep(0.5)  # retained messages arrive right after the SUBACK; nothing else is published
+    finally:
+        conn.stop()
+    return {m.topic: m.payload for m in got.messages if m.retain}
+
+
+def test_remove_with_reload_clears_the_revoked_devices_retained_messages(
+    secure_broker: SecureBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    device = secure_broker.add_device("pi-1")
+    other = secure_broker.add_device("pi-2")
+    admin = secure_broker.add_service("admin", "ops")
+    for creds in (device, other):
+        conn = secure_broker.connect(creds)
+        status = encode_message(DeviceStatus(state=DeviceState.ONLINE))
+        assert conn.publish(t.status_topic(creds.username), status, qos=1, retain=True).wait(5)
+        # A hostile device can also plant a retained frame for every later subscriber.
+        assert conn.publish(t.frame_topic(creds.username), b"planted", qos=1, retain=True).wait(5)
+        conn.stop()
+    before = _retained(secure_broker, admin, "thermo/v1/#")
+    assert {t.status_topic("pi-1"), t.frame_topic("pi-1"), t.status_topic("pi-2")} <= set(before)
+
+    code, out, err = _cli(capsys, "remove", "pi-1", "--dir", str(secure_broker.dir), "--reload")
+    assert (code, out) == (0, ""), err
+    assert "cleared retained messages" in err and t.status_topic("pi-1") in err
+    after = _retained(secure_broker, admin, "thermo/v1/#")
+    assert not [topic for topic in after if topic.startswith("thermo/v1/pi-1/")], after
+    assert t.status_topic("pi-2") in after and t.frame_topic("pi-2") in after, "other devices keep theirs"
+
+    settings = secure_broker.settings(device)
+    assert connect_outcome(settings, device.password) is not None, "the device is revoked"
+    files = BrokerFiles(secure_broker.dir)
+    assert "cleanup-" not in files.passwords.read_text() and "cleanup-" not in files.acl.read_text()
+    assert [a.username for a in list_accounts(secure_broker.dir)] == ["admin.ops", "pi-2"]
+
+
+def test_remove_without_reload_says_retained_messages_stay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "b"
+    init_broker(root)
+    add_device(root, "pi-1")
+    code, _, err = _cli(capsys, "remove", "pi-1", "--dir", str(root))
+    assert code == 0 and "--reload" in err and "retained" in err
+    assert list_accounts(root) == []
+
+
+def test_remove_with_reload_but_no_broker_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "b"
+    init_broker(root)
+    add_device(root, "pi-1")
+    code, out, err = _cli(capsys, "remove", "pi-1", "--dir", str(root), "--reload")
+    assert (code, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1 and "removed, but its retained messages were not cleared" in err
+    files = BrokerFiles(root.resolve())
+    assert list_accounts(root) == [] and "cleanup-" not in files.passwords.read_text()

@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from contract.model.manifest import sign_model_dir
+from contract.model.signing import generate_key_pair, load_private_key
 from devtools.local_mosquitto import LocalMosquitto
 from inference_node.config import InferenceConfig, load_config
 from inference_node.node import InferenceNode
@@ -25,10 +27,21 @@ from transport.connection import MqttConnection
 
 @dataclass(frozen=True)
 class ModelDirs:
-    """Two model versions: v1 (float32 + int8, version test-1) and v2 (float32, test-2)."""
+    """Two model versions: v1 (float32 + int8, version test-1) and v2 (float32, test-2).
+
+    Both signed with a key pair made for this test session (`key_file`, public `public_key`),
+    which the nodes the fixtures start pin; the shipped key plays no part in these tests.
+    """
 
     v1: Path
     v2: Path
+    key_file: Path
+    public_key: str
+
+    def sign(self, model_dir: Path) -> Path:
+        """Sign `model_dir` as the trusted trainer would (also junk: the signer is trusted, not the model)."""
+        sign_model_dir(model_dir, load_private_key(self.key_file))
+        return model_dir
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +59,11 @@ def test_models(tmp_path_factory: pytest.TempPathFactory) -> ModelDirs:
         check=False,
     )
     assert proc.returncode == 0, f"model factory failed: {proc.stderr[-2000:]}"
-    return ModelDirs(v1=root / "v1", v2=root / "v2")
+    key_file = tmp_path_factory.mktemp("keys") / "signing.key"
+    models = ModelDirs(v1=root / "v1", v2=root / "v2", key_file=key_file, public_key=generate_key_pair(key_file))
+    models.sign(models.v1)
+    models.sign(models.v2)
+    return models
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +92,7 @@ def start_node(mosquitto: LocalMosquitto, test_models: ModelDirs) -> Iterator[No
             "model_dir": str(test_models.v1),
             "model_poll_s": 0,
             "metrics_interval_s": 0.3,
+            "model_public_keys": [test_models.public_key],
         }
         values.update({key.replace("__", "."): value for key, value in overrides.items()})
         config: InferenceConfig = load_config(None, values)

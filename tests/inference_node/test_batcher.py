@@ -48,3 +48,11 @@ def test_empty_queue_returns_nothing_after_the_timeout() -> None:
     batcher: MicroBatcher[int] = MicroBatcher(max_items=8, max_wait_s=0.002)
     assert batcher.next_batch(0.01) == []
     assert batcher.qsize() == 0
+
+
+def test_a_full_queue_refuses_and_counts_new_items() -> None:
+    batcher: MicroBatcher[int] = MicroBatcher(max_items=4, max_wait_s=0.0, max_pending=3)
+    accepted = [batcher.put(i) for i in range(5)]
+    assert accepted == [True, True, True, False, False] and batcher.dropped == 2
+    assert [a.item for a in batcher.next_batch(0.1)] == [0, 1, 2]
+    assert batcher.put(9) and batcher.dropped == 2, "room again once the worker took its batch"

@@ -1,4 +1,8 @@
-"""`thermoscreen bench inference --json` runs end to end and prints one JSON object (no speed asserted here)."""
+"""`thermoscreen bench inference --json` runs end to end and prints one JSON object (no speed asserted here).
+
+It runs the shipped model: the bench starts a bare `thermoscreen infer`, which trusts only the
+shipped model's pinned signing key (the test models are signed with a per-session key).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ import json
 import subprocess
 import sys
 
+from contract.model.manifest import load_manifest
 from tests.conftest import REPO_ROOT
-from tests.inference_node.conftest import ModelDirs
+
+SHIPPED = REPO_ROOT / "models" / "thermal"
 
 
-def test_bench_inference_prints_one_json_object(test_models: ModelDirs) -> None:
-    args = ["bench", "inference", "--json", "--model", str(test_models.v1), "--frames", "300", "--rounds", "1"]
+def test_bench_inference_prints_one_json_object() -> None:
+    args = ["bench", "inference", "--json", "--model", str(SHIPPED), "--frames", "300", "--rounds", "1"]
     args += ["--paced-frames", "40", "--paced-rate", "400"]
     out = subprocess.run(
         [sys.executable, "-m", "thermoscreen", *args],
@@ -28,4 +34,4 @@ def test_bench_inference_prints_one_json_object(test_models: ModelDirs) -> None:
         assert isinstance(result[key], float) and result[key] > 0, key
     assert result["frames_lost"] == 0 and result["verdict_duplicates"] == 0
     assert result["node_exit_codes"] == [0]
-    assert result["bytes_per_frame"] > 1500 and result["model_version"] == "test-1"
+    assert result["bytes_per_frame"] > 1500 and result["model_version"] == load_manifest(SHIPPED).version

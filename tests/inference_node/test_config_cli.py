@@ -49,6 +49,7 @@ def test_cli_flags_override_the_file() -> None:
         batch=8,
         batch_ms=1.5,
         variant="int8",
+        model_key=None,
     )
     config = load_config(EXAMPLE, overrides_from_args(args))
     assert config.mqtt.url == "mqtt://10.0.0.5:1884"
@@ -100,7 +101,9 @@ def test_cli_unreachable_broker_is_one_line_exit_2(test_models: ModelDirs, tmp_p
     from devtools.local_mosquitto import free_port
 
     path = tmp_path / "inference.toml"
-    path.write_text("[mqtt]\nconnect_timeout_s = 1\nreconnect_min_s = 0.1\n")
+    path.write_text(
+        f'model_public_keys = ["{test_models.public_key}"]\n[mqtt]\nconnect_timeout_s = 1\nreconnect_min_s = 0.1\n'
+    )
     out = run_cli(
         "infer", "--config", str(path), "--broker", f"mqtt://127.0.0.1:{free_port()}", "--model", str(test_models.v1)
     )

@@ -72,11 +72,13 @@ def test_every_frame_gets_one_correct_verdict(
         assert v.label == reference.labels[int(v.flagged)]
         assert (v.threshold, v.model_version, v.node_id) == (reference.threshold, "test-1", "infer-t")
         assert (v.session_id, v.patient_ref) == (SESSION, PATIENT)
+        assert v.model_sha256 == reference.model_sha256
         assert v.latency_ms >= 0
     assert {v.flagged for v in got} == {True, False}, "the test model flags some frames and clears others"
 
     status = decode_message(_of(observer, "/nodes/infer-t/status")[0], NodeStatus)
     assert (status.state, status.model_version, status.role.value) == (DeviceState.ONLINE, "test-1", "inference")
+    assert status.model_sha256 == sha256_file(test_models.v1 / f"thermal_{variant}.tflite")
     observer.wait_until(
         lambda ms: any(
             decode_message(m.payload, NodeMetrics).values["frames_total"] >= 2 * n
@@ -136,15 +138,15 @@ def _corrupt_copy(src: Path, dst: Path) -> Path:
     return model
 
 
-def _truncated_with_matching_sha(src: Path, dst: Path) -> Path:
-    """A copy whose manifest was (wrongly) rewritten for a truncated file: the sha256 matches, the model is junk."""
-    model = copy_model(src, dst)
+def _truncated_with_matching_sha(models: ModelDirs, dst: Path) -> Path:
+    """A copy whose manifest was (wrongly) rewritten and signed for a truncated file: sha256 and signature match."""
+    model = copy_model(models.v2, dst)
     path = model / "thermal_float32.tflite"
     path.write_bytes(path.read_bytes()[:900])
     manifest = json.loads((model / "manifest.json").read_text())
     manifest["files"]["float32"]["sha256"] = sha256_file(path)
     (model / "manifest.json").write_text(json.dumps(manifest))
-    return model
+    return models.sign(model)
 
 
 class _Stream:
@@ -187,13 +189,14 @@ def test_admin_swap_mid_stream_loses_no_frame_and_corrupt_models_are_refused(
     frames_c: Images,
     tmp_path: Path,
 ) -> None:
-    node = start_node(batch_max=4)
+    node = start_node(batch_max=4, model_dir=str(copy_model(test_models.v1, tmp_path / "v1")))
     admin = clients()
-    bad_sha = _corrupt_copy(test_models.v2, tmp_path / "bad-sha")
-    junk = _truncated_with_matching_sha(test_models.v2, tmp_path / "junk")
+    _corrupt_copy(test_models.v2, tmp_path / "bad-sha")
+    _truncated_with_matching_sha(test_models, tmp_path / "junk")
+    copy_model(test_models.v2, tmp_path / "v2")
 
-    def swap(model_dir: Path, expected: str | None = None) -> None:
-        msg = ModelSwap(model_dir=str(model_dir), expected_version=expected)
+    def swap(model_dir: str, expected: str) -> None:
+        msg = ModelSwap(model_dir=model_dir, expected_version=expected)
         assert admin.publish(ADMIN_MODEL_TOPIC, encode_message(msg), qos=1).wait(5)
 
     def letters() -> list[DeadLetter]:
@@ -201,14 +204,14 @@ def test_admin_swap_mid_stream_loses_no_frame_and_corrupt_models_are_refused(
 
     with _Stream(clients(), frames_c, "pi-9") as stream:
         observer.wait_until(lambda ms: count_verdicts(ms) >= 50, 20, "verdicts from model 1")
-        swap(bad_sha)
-        swap(junk)
-        swap(test_models.v2, expected="test-9")  # the right files but not the version the admin asked for
+        swap("bad-sha", "test-2")
+        swap("junk", "test-2")
+        swap("v2", expected="test-9")  # the right files but not the version the admin asked for
         observer.wait_until(lambda ms: len(letters()) >= 3, 20, "three refusals")
         assert node.model_version == "test-1"
         before = count_verdicts(observer.messages)
         observer.wait_until(lambda ms: count_verdicts(ms) >= before + 20, 20, "old model still serving")
-        swap(test_models.v2, expected="test-2")
+        swap("v2", expected="test-2")
         assert node.wait_for_model("test-2", 20)
         after = count_verdicts(observer.messages)
         observer.wait_until(lambda ms: count_verdicts(ms) >= after + 50, 20, "verdicts from model 2")
@@ -232,6 +235,10 @@ def test_admin_swap_mid_stream_loses_no_frame_and_corrupt_models_are_refused(
     assert all(d.topic == ADMIN_MODEL_TOPIC for d in letters())
     statuses = [decode_message(p, NodeStatus) for p in _of(observer, "/nodes/infer-t/status")]
     assert statuses[-1].model_version == "test-2"
+    v2_sha = sha256_file(test_models.v2 / "thermal_float32.tflite")
+    assert statuses[-1].model_sha256 == v2_sha
+    assert {v.model_sha256 for v in by_seq[switch:]} == {v2_sha}
+    assert {v.model_sha256 for v in by_seq[:switch]} == {sha256_file(test_models.v1 / "thermal_float32.tflite")}
     assert node.stats.model_swaps == 1 and node.stats.model_swaps_refused == 3
 
 
@@ -262,9 +269,10 @@ def test_file_watch_swaps_to_a_new_model_and_refuses_a_truncated_one(
     all_acked(publish_frames(pub, frames_c, "pi-4", range(10)))
     observer.wait_until(lambda ms: count_verdicts(ms) >= 10, 10)
 
-    # Deploy v2 the way an operator would: model files first, the manifest last.
+    # Deploy v2 the way an operator would: model files and signature first, the manifest last.
     shutil.copy(test_models.v2 / "thermal_float32.tflite", live / "thermal_float32.tflite")
     (live / "thermal_int8.tflite").unlink()
+    shutil.copy(test_models.v2 / "manifest.json.sig", live / "manifest.json.sig")
     shutil.copy(test_models.v2 / "manifest.json", live / "manifest.json.tmp")
     (live / "manifest.json.tmp").replace(live / "manifest.json")
     assert node.wait_for_model("test-2", 20), f"not swapped; last refusal: {node.last_refusal}"

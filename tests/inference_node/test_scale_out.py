@@ -42,9 +42,10 @@ def node_procs(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.wait(10)
 
 
-def _start(procs: list[subprocess.Popen[bytes]], url: str, node_id: str, model: Path, log: Path) -> None:
+def _start(procs: list[subprocess.Popen[bytes]], url: str, node_id: str, models: ModelDirs, log: Path) -> None:
     cmd = [sys.executable, "-m", "thermoscreen", "-v", "infer", "--broker", url, "--node-id", node_id]
-    cmd += ["--group", "ward-1", "--model", str(model), "--batch", "8", "--batch-ms", "1"]
+    cmd += ["--group", "ward-1", "--model", str(models.v1), "--model-key", models.public_key]
+    cmd += ["--batch", "8", "--batch-ms", "1"]
     with log.open("wb") as out:
         procs.append(subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT))
 
@@ -64,8 +65,8 @@ def test_two_nodes_split_frames_survive_a_sigkill_and_drain_on_sigterm(
     node_procs: list[subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:
-    _start(node_procs, mosquitto.url, "infer-a", test_models.v1, tmp_path / "a.log")
-    _start(node_procs, mosquitto.url, "infer-b", test_models.v1, tmp_path / "b.log")
+    _start(node_procs, mosquitto.url, "infer-a", test_models, tmp_path / "a.log")
+    _start(node_procs, mosquitto.url, "infer-b", test_models, tmp_path / "b.log")
     node_a, node_b = node_procs
     for node_id in ("infer-a", "infer-b"):
         observer.wait_until(_is(DeviceState.ONLINE, node_id), 60, f"{node_id} online")

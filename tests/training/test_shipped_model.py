@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from contract.model.manifest import load_manifest
 from contract.model.preprocessing import preprocess
@@ -41,3 +42,53 @@ def test_shipped_model_runs_in_litert() -> None:
         assert model.input_dtype == (np.int8 if variant == "int8" else np.float32)
         p = model.predict(x).ravel()
         assert p.shape == (6,) and np.all((p >= 0.0) & (p <= 1.0))
+
+
+def test_shipped_model_is_signed_with_the_pinned_key_and_a_default_node_serves_it() -> None:
+    from contract.model.manifest import ManifestError
+    from contract.model.model_runner import ModelRunner
+    from inference_node.config import SHIPPED_MODEL_PUBLIC_KEY, InferenceConfig
+
+    assert InferenceConfig().model_public_keys == [SHIPPED_MODEL_PUBLIC_KEY]
+    load_manifest(SHIPPED, verify=True, trusted_keys=[SHIPPED_MODEL_PUBLIC_KEY])
+    runner = ModelRunner.load(SHIPPED, trusted_keys=[SHIPPED_MODEL_PUBLIC_KEY])
+    runner.warm_up()
+    assert runner.threshold == load_manifest(SHIPPED).threshold and 0.0 < runner.threshold < 1.0
+    other = "ed25519:" + "A" * 43 + "="
+    with pytest.raises(ManifestError, match="does not verify with any trusted key"):
+        load_manifest(SHIPPED, trusted_keys=[other])
+
+
+def test_no_private_key_is_shipped() -> None:
+    repo = SHIPPED.parents[1]
+    for path in [*SHIPPED.iterdir(), *(repo / "inference_node").iterdir()]:
+        if path.is_file():
+            assert b"PRIVATE KEY" not in path.read_bytes(), path
+
+
+def test_keygen_and_sign_an_existing_model_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from contract.model.manifest import ManifestError
+    from thermoscreen.cli import main
+
+    key = tmp_path / "keys" / "signing.key"
+    assert main(["train", "keygen", "--out", str(key)]) == 0
+    public = capsys.readouterr().out.strip()
+    assert public.startswith("ed25519:") and (key.stat().st_mode & 0o077) == 0
+    assert main(["train", "keygen", "--out", str(key)]) == 2, "never overwrites a signing key"
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "already exists" in err
+
+    model = tmp_path / "thermal"
+    shutil.copytree(SHIPPED, model)
+    with pytest.raises(ManifestError, match="does not verify"):
+        load_manifest(model, trusted_keys=[public])
+    assert main(["train", "sign", "--model-dir", str(model), "--signing-key", str(key)]) == 0
+    load_manifest(model, trusted_keys=[public])
+    assert b"PRIVATE KEY" not in (model / "manifest.json.sig").read_bytes()
+
+    capsys.readouterr()
+    assert main(["train", "sign", "--model-dir", str(model), "--signing-key", str(tmp_path / "none.key")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "none.key" in err and "cannot read signing key" in err
