@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -220,24 +221,26 @@ def encode_message(message: _Message) -> bytes:
     return message.model_dump_json(exclude_none=True).encode("utf-8")
 
 
-class _Rejected(Exception):
+class _RejectedError(Exception):
     """Raised from inside json.loads hooks; decode_message turns it into a ContractError."""
 
 
 def _reject_constant(name: str) -> Any:
-    raise _Rejected(f"payload JSON constant {name} is not allowed")
+    raise _RejectedError(f"payload JSON constant {name} is not allowed")
 
 
 def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise _Rejected(f"payload has an integer literal of {len(text)} characters exceeds {MAX_INT_DIGITS} digits")
+        raise _RejectedError(
+            f"payload has an integer literal of {len(text)} characters exceeds {MAX_INT_DIGITS} digits"
+        )
     return int(text)
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise _Rejected(f"payload number {text[:32]} is not a finite float")
+    if not math.isfinite(value):  # 1e400 parses to inf
+        raise _RejectedError(f"payload number {text[:32]} is not a finite float")
     return value
 
 
@@ -245,7 +248,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for key, value in pairs:
         if key in obj:
-            raise _Rejected(f"payload has duplicate key {key[:64]!r}")
+            raise _RejectedError(f"payload has duplicate key {key[:64]!r}")
         obj[key] = value
     return obj
 
@@ -268,13 +271,13 @@ def _nesting_depth(data: bytes) -> int:
 
 
 def _parse_json(data: bytes) -> Any:
-    """json.loads with every hostile-input guard; any defect raises _Rejected with one line."""
+    """json.loads with every hostile-input guard; any defect raises _RejectedError with one line."""
     if _nesting_depth(data) > MAX_JSON_DEPTH:
-        raise _Rejected(f"payload nests too deeply (more than {MAX_JSON_DEPTH} levels)")
+        raise _RejectedError(f"payload nests too deeply (more than {MAX_JSON_DEPTH} levels)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Rejected("payload is not UTF-8") from None
+        raise _RejectedError("payload is not UTF-8") from None
     try:
         return json.loads(
             text,
@@ -284,9 +287,9 @@ def _parse_json(data: bytes) -> Any:
             object_pairs_hook=_unique_keys,
         )
     except json.JSONDecodeError as exc:
-        raise _Rejected(f"payload is not JSON: {exc.msg} at char {exc.pos}") from None
+        raise _RejectedError(f"payload is not JSON: {exc.msg} at char {exc.pos}") from None
     except (RecursionError, ValueError) as exc:  # belt and braces: the depth scan should stop these
-        raise _Rejected(f"payload is not valid JSON ({type(exc).__name__})") from None
+        raise _RejectedError(f"payload is not valid JSON ({type(exc).__name__})") from None
 
 
 def decode_message(payload: bytes, model: type[M]) -> M:
@@ -303,7 +306,7 @@ def decode_message(payload: bytes, model: type[M]) -> M:
         raise ContractError(f"{model.__name__} payload of {len(data)} bytes exceeds {MAX_JSON_BYTES}")
     try:
         raw = _parse_json(data)
-    except _Rejected as exc:
+    except _RejectedError as exc:
         raise ContractError(f"{model.__name__}: {exc}") from None
     if not isinstance(raw, dict):
         raise ContractError(f"{model.__name__} payload must be a JSON object, got {type(raw).__name__}")
@@ -321,8 +324,13 @@ def describe_validation_error(exc: ValidationError) -> str:
     errors = exc.errors()
     parts = []
     for err in errors[:3]:
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
-        msg = str(err.get("msg", "invalid")).replace("\n", " ")
+        loc = _one_line(".".join(str(p)[:64] for p in err.get("loc", ()))) or "<root>"
+        msg = _one_line(str(err.get("msg", "invalid")))
         parts.append(f"{loc}: {msg}")
     more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
     return "; ".join(parts) + more
+
+
+def _one_line(text: str) -> str:
+    """Escape unprintable characters (a hostile key may hold a newline): a reason is one printable line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
