@@ -16,7 +16,7 @@ Layout (all little-endian)::
     ambient      i16  centi-degrees C
     pixels       rows*cols x i16, centi-degrees C, row-major
 
-A 24x32 frame with a 10-character device id is 1,598 bytes.
+A 24x32 frame with a 10-character device id is 1,597 bytes.
 """
 
 from __future__ import annotations

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contract.sensor import MLX_COLS as PIXEL_COLS
-from contract.sensor import MLX_ROWS as PIXEL_ROWS
+from contract.sensor import MLX_COLS, MLX_ROWS
+
+#: The sensor geometry under the names the schema's readers use (defined in contract.sensor).
+PIXEL_ROWS = MLX_ROWS
+PIXEL_COLS = MLX_COLS
 
 
 @dataclass(frozen=True)
