@@ -6,8 +6,8 @@ Layout (all little-endian)::
     version      u8   1
     id_len       u8   length of the device id (1..32)
     device_id    id_len bytes, ASCII [a-z0-9-]
-    seq          u64  per-device sequence number (duplicates keep theirs)
-    capture_ns   i64  capture time, ns since the Unix epoch
+    seq          u64  per-device sequence number (duplicates keep theirs), at most 2^63-1
+    capture_ns   i64  capture time, ns since the Unix epoch, not negative
     flags        u8   bit 0: session present, bit 1: patient_ref present
     session_id   16s  UUID bytes (zero when absent)
     patient_ref  8s   truncated HMAC (zero when absent)
@@ -16,7 +16,7 @@ Layout (all little-endian)::
     ambient      i16  centi-degrees C
     pixels       rows*cols x i16, centi-degrees C, row-major
 
-A 24x32 frame with a 10-character device id is 1,598 bytes.
+A 24x32 frame with a 10-character device id is 1,597 bytes.
 """
 
 from __future__ import annotations
@@ -30,23 +30,49 @@ import numpy as np
 import numpy.typing as npt
 
 from contract.errors import ContractError
-from contract.ids import validate_device_id, validate_patient_ref, validate_session_id
+from contract.ids import INT64_MAX, validate_device_id, validate_patient_ref, validate_session_id
+from contract.sensor import (
+    CENTI_PER_C,
+    MAX_AMBIENT_C,
+    MAX_AMBIENT_CENTI,
+    MAX_PIXEL_CENTI,
+    MIN_AMBIENT_C,
+    MIN_AMBIENT_CENTI,
+    MIN_PIXEL_CENTI,
+    MLX_SHAPE,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_AMBIENT_CENTI",
+    "MAX_CAPTURE_NS",
+    "MAX_DIM",
+    "MAX_PIXEL_CENTI",
+    "MAX_SEQ",
+    "MIN_AMBIENT_CENTI",
+    "MIN_PIXEL_CENTI",
+    "MLX90640_SHAPE",
+    "Frame",
+    "SensorKind",
+    "decode_frame",
+    "encode_frame",
+]
 
 MAGIC = b"TSF"
 FORMAT_VERSION = 1
 MAX_DIM = 128
-#: MLX90640 object range is -40..300 C; the ambient (die) range is -40..85 C.
-MIN_PIXEL_CENTI = -4000
-MAX_PIXEL_CENTI = 30000
-MIN_AMBIENT_CENTI = -4000
-MAX_AMBIENT_CENTI = 8500
 FLAG_SESSION = 0x01
 FLAG_PATIENT = 0x02
-MAX_SEQ = 2**64 - 1
+#: seq travels as u64 but is stored as a signed 64-bit integer (SQLite, InfluxDB), so it must fit that.
+MAX_SEQ = INT64_MAX
+MAX_CAPTURE_NS = INT64_MAX
+#: Old name of the sensor geometry, kept for importers; defined in contract.sensor.
+MLX90640_SHAPE = MLX_SHAPE
 
+_AMBIENT_RANGE = f"{MIN_AMBIENT_C:.0f}..{MAX_AMBIENT_C:.0f} C"
 _PREFIX = struct.Struct("<3sBB")
 _FIXED = struct.Struct("<Qq B 16s 8s B BB h".replace(" ", ""))
-MLX90640_SHAPE = (24, 32)
 
 
 class SensorKind(IntEnum):
@@ -59,7 +85,7 @@ class SensorKind(IntEnum):
 
 
 def _empty_centi() -> npt.NDArray[np.int16]:
-    return np.zeros(MLX90640_SHAPE, dtype=np.int16)
+    return np.zeros(MLX_SHAPE, dtype=np.int16)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,7 +120,7 @@ class Frame:
             raise ContractError(f"temperatures must be 2-D, got shape {arr.shape}")
         if not np.all(np.isfinite(arr)):
             raise ContractError("temperatures contain NaN or infinity")
-        centi = np.rint(arr * 100.0)
+        centi = np.rint(arr * CENTI_PER_C)
         return cls(
             device_id=device_id,
             seq=seq,
@@ -108,7 +134,7 @@ class Frame:
 
     @property
     def temperatures_c(self) -> npt.NDArray[np.float32]:
-        return self.centi.astype(np.float32) / np.float32(100.0)
+        return self.centi.astype(np.float32) / np.float32(CENTI_PER_C)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -122,7 +148,7 @@ class Frame:
             self.device_id == other.device_id
             and self.seq == other.seq
             and self.capture_ns == other.capture_ns
-            and round(self.ambient_c * 100) == round(other.ambient_c * 100)
+            and round(self.ambient_c * CENTI_PER_C) == round(other.ambient_c * CENTI_PER_C)
             and self.sensor == other.sensor
             and self.session_id == other.session_id
             and self.patient_ref == other.patient_ref
@@ -139,24 +165,39 @@ def _check_pixels(centi: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
     lo, hi = int(centi.min()), int(centi.max())
     if lo < MIN_PIXEL_CENTI or hi > MAX_PIXEL_CENTI:
         raise ContractError(
-            f"pixel temperature out of range: {lo / 100:.2f}..{hi / 100:.2f} C "
-            f"(allowed {MIN_PIXEL_CENTI / 100:.0f}..{MAX_PIXEL_CENTI / 100:.0f} C)"
+            f"pixel temperature out of range: {lo / CENTI_PER_C:.2f}..{hi / CENTI_PER_C:.2f} C "
+            f"(allowed {MIN_PIXEL_CENTI / CENTI_PER_C:.0f}..{MAX_PIXEL_CENTI / CENTI_PER_C:.0f} C)"
         )
     return centi
+
+
+def _is_int(value: object) -> bool:
+    """An int that is not a bool: `True` is not a sequence number."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _ambient_centi(ambient_c: float) -> int:
+    """The ambient temperature as centi-degrees, checked against the die range before rounding."""
+    try:
+        value = float(ambient_c)
+    except (TypeError, ValueError):
+        raise ContractError(f"ambient temperature {ambient_c!r} is not a number") from None
+    if isinstance(ambient_c, bool) or not math.isfinite(value):
+        raise ContractError(f"ambient temperature {ambient_c!r} is not a finite number")
+    scaled = value * CENTI_PER_C  # 1e308 * 100 is inf: check before round(), which would overflow
+    if not math.isfinite(scaled) or not MIN_AMBIENT_CENTI <= round(scaled) <= MAX_AMBIENT_CENTI:
+        raise ContractError(f"ambient temperature {value} C outside {_AMBIENT_RANGE}")
+    return round(scaled)
 
 
 def encode_frame(frame: Frame) -> bytes:
     """Serialise a frame; raises ContractError if any field breaks the contract."""
     device = validate_device_id(frame.device_id).encode("ascii")
-    if not isinstance(frame.seq, int) or not 0 <= frame.seq <= MAX_SEQ:
-        raise ContractError(f"sequence number {frame.seq!r} outside 0..2^64-1")
-    if not isinstance(frame.capture_ns, int) or not 0 <= frame.capture_ns < 2**63:
+    if not _is_int(frame.seq) or not 0 <= frame.seq <= MAX_SEQ:
+        raise ContractError(f"sequence number {frame.seq!r} outside 0..2^63-1")
+    if not _is_int(frame.capture_ns) or not 0 <= frame.capture_ns <= MAX_CAPTURE_NS:
         raise ContractError(f"capture time {frame.capture_ns!r} ns outside 0..2^63-1")
-    if not math.isfinite(frame.ambient_c):
-        raise ContractError("ambient temperature is NaN or infinite")
-    ambient = round(frame.ambient_c * 100)
-    if not MIN_AMBIENT_CENTI <= ambient <= MAX_AMBIENT_CENTI:
-        raise ContractError(f"ambient temperature {frame.ambient_c} C outside -40..85 C")
+    ambient = _ambient_centi(frame.ambient_c)
     centi = np.asarray(frame.centi)
     if centi.ndim != 2:
         raise ContractError(f"temperatures must be 2-D, got shape {centi.shape}")
@@ -210,6 +251,8 @@ def decode_frame(payload: bytes) -> Frame:
     seq, capture_ns, flags, session, patient, sensor, rows, cols, ambient = _FIXED.unpack_from(
         data, _PREFIX.size + id_len
     )
+    if seq > MAX_SEQ:
+        raise ContractError(f"sequence number {seq} outside 0..2^63-1")
     if capture_ns < 0:
         raise ContractError(f"capture time {capture_ns} ns is negative")
     if flags & ~(FLAG_SESSION | FLAG_PATIENT):
@@ -224,7 +267,7 @@ def decode_frame(payload: bytes) -> Frame:
     if len(data) != expected:
         raise ContractError(f"frame length {len(data)} bytes, expected {expected} for {rows}x{cols} pixels")
     if not MIN_AMBIENT_CENTI <= ambient <= MAX_AMBIENT_CENTI:
-        raise ContractError(f"ambient temperature {ambient / 100:.2f} C outside -40..85 C")
+        raise ContractError(f"ambient temperature {ambient / CENTI_PER_C:.2f} C outside {_AMBIENT_RANGE}")
     session_id: str | None = None
     patient_ref: str | None = None
     if flags & FLAG_SESSION:
@@ -242,7 +285,7 @@ def decode_frame(payload: bytes) -> Frame:
         seq=seq,
         capture_ns=capture_ns,
         centi=centi,
-        ambient_c=ambient / 100.0,
+        ambient_c=ambient / CENTI_PER_C,
         sensor=sensor_kind,
         session_id=session_id,
         patient_ref=patient_ref,

@@ -19,6 +19,9 @@ PATIENT_REF_PATTERN = re.compile(r"[0-9a-f]{16}")
 #: Topic levels that sit where a device id would and so cannot be device ids.
 RESERVED_DEVICE_IDS = frozenset({"nodes", "deadletter", "admin"})
 PATIENT_REF_HEX_CHARS = 16
+#: The largest integer any store (SQLite, InfluxDB: signed 64-bit) can hold. Every integer on the
+#: wire that gets stored -- sequence numbers, timestamps, counts -- must stay at or below it.
+INT64_MAX = 2**63 - 1
 MIN_SITE_KEY_BYTES = 16
 
 

@@ -1,9 +1,18 @@
-"""The JSON messages of contract v1. Each carries `v` (the message version) and rejects unknown keys."""
+"""The JSON messages of contract v1. Each carries `v` (the message version) and rejects unknown keys.
+
+Every field is bounded, because every field ends up in a store: integers that get stored fit a
+signed 64-bit column (SQLite, InfluxDB), counts are not negative, strings have a maximum length
+and no control characters, floats are finite. Decoding is strict (no "1" for 1, no `true` for 1),
+and rejects duplicate keys, deep nesting and numbers too long to parse, so that for ANY bytes
+`decode_message` either returns a valid message or raises ContractError, nothing else.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -11,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from contract.errors import ContractError
 from contract.ids import (
+    INT64_MAX,
     validate_device_id,
     validate_node_id,
     validate_patient_ref,
@@ -22,13 +32,37 @@ MESSAGE_VERSION = 1
 DEADLETTER_SAMPLE_BYTES = 2048
 #: JSON messages above this size are rejected before parsing.
 MAX_JSON_BYTES = 64 * 1024
+#: No message nests deeper than 2 (an object holding `values`); this leaves room and stops
+#: a hostile `[[[[...` long before the parser's recursion limit.
+MAX_JSON_DEPTH = 8
+#: Longest integer literal accepted (2^63-1 has 19 digits, with sign 20). Python refuses to
+#: parse more than 4,300 digits with a plain ValueError; we refuse much earlier, by name.
+MAX_INT_DIGITS = 20
+#: A day: no frame takes longer than that to verdict.
+MAX_LATENCY_MS = 86_400_000.0
+#: Health numbers are counters and rates; larger magnitudes are corruption, not health.
+MAX_METRIC_ABS = 1e18
+DEADLETTER_REASON_CHARS = 500
+DEADLETTER_TOPIC_CHARS = 256
+
+#: Text without control characters (they would break log lines, tags and line protocol).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 DeviceId = Annotated[str, AfterValidator(validate_device_id)]
 NodeId = Annotated[str, AfterValidator(validate_node_id)]
 SessionId = Annotated[str, AfterValidator(validate_session_id)]
 PatientRef = Annotated[str, AfterValidator(validate_patient_ref)]
-TimestampNs = Annotated[int, Field(ge=0, lt=2**63)]
+TimestampNs = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Seq = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+MetricName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+MetricValue = Annotated[float, Field(ge=-MAX_METRIC_ABS, le=MAX_METRIC_ABS, allow_inf_nan=False)]
+
+
+def _text(max_length: int, min_length: int = 0) -> Any:
+    """A bounded, printable string field."""
+    return Field(min_length=min_length, max_length=max_length, pattern=_PRINTABLE)
 
 
 class _Message(BaseModel):
@@ -46,10 +80,10 @@ class DeviceStatus(_Message):
 
     state: DeviceState
     ts_ns: TimestampNs | None = None
-    firmware: str | None = Field(default=None, max_length=64)
-    source: str | None = Field(default=None, max_length=32)
-    spool_depth: int | None = Field(default=None, ge=0)
-    spool_dropped_frames: int | None = Field(default=None, ge=0)
+    firmware: Annotated[str, _text(64)] | None = None
+    source: Annotated[str, _text(32)] | None = None
+    spool_depth: Count | None = None
+    spool_dropped_frames: Count | None = None
     session_id: SessionId | None = None
 
 
@@ -72,8 +106,8 @@ class RfidEvent(_Message):
     session_id: SessionId
     patient_ref: PatientRef
     ts_ns: TimestampNs
-    seq: int = Field(ge=0, lt=2**64)
-    frame_count: int | None = Field(default=None, ge=0)
+    seq: Seq
+    frame_count: Count | None = None
     reason: SessionEndReason | None = None
 
 
@@ -81,19 +115,19 @@ class Verdict(_Message):
     """One frame's inference result on `thermo/v1/<device>/verdict`."""
 
     device_id: DeviceId
-    seq: int = Field(ge=0, lt=2**64)
+    seq: Seq
     capture_ns: TimestampNs
     session_id: SessionId | None = None
     patient_ref: PatientRef | None = None
     probability: Probability
-    label: str = Field(min_length=1, max_length=32)
+    label: str = _text(32, min_length=1)
     flagged: bool
     threshold: Probability
-    model_version: str = Field(min_length=1, max_length=64)
+    model_version: str = _text(64, min_length=1)
     #: sha256 of the .tflite file that scored the frame (the version string alone can be reused).
     model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     node_id: NodeId
-    latency_ms: float = Field(ge=0.0)
+    latency_ms: float = Field(ge=0.0, le=MAX_LATENCY_MS)
 
 
 class SessionVerdict(_Message):
@@ -102,12 +136,12 @@ class SessionVerdict(_Message):
     device_id: DeviceId
     session_id: SessionId
     patient_ref: PatientRef
-    frames: int = Field(ge=0)
+    frames: Count
     probability: Probability
     flagged: bool
     threshold: Probability
-    rule: str = Field(min_length=1, max_length=64)
-    model_version: str = Field(min_length=1, max_length=64)
+    rule: str = _text(64, min_length=1)
+    model_version: str = _text(64, min_length=1)
     ts_ns: TimestampNs
 
 
@@ -123,7 +157,7 @@ class NodeStatus(_Message):
     role: NodeRole
     state: DeviceState
     ts_ns: TimestampNs | None = None
-    model_version: str | None = Field(default=None, max_length=64)
+    model_version: Annotated[str, _text(64)] | None = None
     model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
@@ -133,19 +167,19 @@ class NodeMetrics(_Message):
     node_id: NodeId
     role: NodeRole
     ts_ns: TimestampNs
-    values: dict[Annotated[str, Field(max_length=64)], float] = Field(max_length=64)
-    model_version: str | None = Field(default=None, max_length=64)
+    values: dict[MetricName, MetricValue] = Field(max_length=64)
+    model_version: Annotated[str, _text(64)] | None = None
 
 
 class DeadLetter(_Message):
     """Rejected input on `thermo/v1/deadletter/<component>`, with the reason."""
 
     component: NodeId
-    reason: str = Field(min_length=1, max_length=500)
-    topic: str = Field(max_length=256)
+    reason: str = Field(min_length=1, max_length=DEADLETTER_REASON_CHARS)
+    topic: str = Field(max_length=DEADLETTER_TOPIC_CHARS)
     device_id: DeviceId | None = None
     ts_ns: TimestampNs
-    payload_size: int = Field(ge=0)
+    payload_size: Count
     payload_b64: str = Field(max_length=4 * DEADLETTER_SAMPLE_BYTES // 3 + 4)
 
     @classmethod
@@ -155,8 +189,8 @@ class DeadLetter(_Message):
         sample = base64.b64encode(payload[:DEADLETTER_SAMPLE_BYTES]).decode("ascii")
         return cls(
             component=component,
-            reason=reason[:500] or "rejected",
-            topic=topic[:256],
+            reason=reason[:DEADLETTER_REASON_CHARS] or "rejected",
+            topic=topic[:DEADLETTER_TOPIC_CHARS],
             device_id=device_id,
             ts_ns=ts_ns,
             payload_size=len(payload),
@@ -167,8 +201,8 @@ class DeadLetter(_Message):
 class ModelSwap(_Message):
     """Admin command on `thermo/v1/admin/model`: inference nodes load the model directory."""
 
-    model_dir: str = Field(min_length=1, max_length=1024)
-    expected_version: str | None = Field(default=None, max_length=64)
+    model_dir: str = _text(1024, min_length=1)
+    expected_version: Annotated[str, _text(64)] | None = None
 
 
 M = TypeVar("M", bound=_Message)
@@ -190,32 +224,100 @@ def encode_message(message: _Message) -> bytes:
     return message.model_dump_json(exclude_none=True).encode("utf-8")
 
 
+class _RejectedError(Exception):
+    """Raised from inside json.loads hooks; decode_message turns it into a ContractError."""
+
+
 def _reject_constant(name: str) -> Any:
-    raise ContractError(f"JSON constant {name} is not allowed")
+    raise _RejectedError(f"payload JSON constant {name} is not allowed")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _RejectedError(
+            f"payload has an integer literal of {len(text)} characters exceeds {MAX_INT_DIGITS} digits"
+        )
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses to inf
+        raise _RejectedError(f"payload number {text[:32]} is not a finite float")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _RejectedError(f"payload has duplicate key {key[:64]!r}")
+        obj[key] = value
+    return obj
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_OPENERS = frozenset(b"[{")
+_CLOSERS = frozenset(b"]}")
+
+
+def _nesting_depth(data: bytes) -> int:
+    """Deepest [ / { nesting outside string literals, found before the recursive parser runs."""
+    depth = deepest = 0
+    for byte in _JSON_STRING.sub(b'""', data):
+        if byte in _OPENERS:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in _CLOSERS:
+            depth -= 1
+    return deepest
+
+
+def _parse_json(data: bytes) -> Any:
+    """json.loads with every hostile-input guard; any defect raises _RejectedError with one line."""
+    if _nesting_depth(data) > MAX_JSON_DEPTH:
+        raise _RejectedError(f"payload nests too deeply (more than {MAX_JSON_DEPTH} levels)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _RejectedError("payload is not UTF-8") from None
+    try:
+        return json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except json.JSONDecodeError as exc:
+        raise _RejectedError(f"payload is not JSON: {exc.msg} at char {exc.pos}") from None
+    except (RecursionError, ValueError) as exc:  # belt and braces: the depth scan should stop these
+        raise _RejectedError(f"payload is not valid JSON ({type(exc).__name__})") from None
 
 
 def decode_message(payload: bytes, model: type[M]) -> M:
-    """Parse and validate a JSON message of type `model`; any defect raises ContractError."""
+    """Parse and validate a JSON message of type `model`; any defect raises ContractError.
+
+    Two passes: our own json.loads with guards (size, depth, duplicate keys, integer length,
+    finite floats, exact `v`), then pydantic in strict JSON mode, so enums still read from their
+    string values but no field is coerced from another JSON type.
+    """
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise ContractError(f"payload must be bytes, got {type(payload).__name__}")
     data = bytes(payload)
     if len(data) > MAX_JSON_BYTES:
         raise ContractError(f"{model.__name__} payload of {len(data)} bytes exceeds {MAX_JSON_BYTES}")
     try:
-        raw = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise ContractError(f"{model.__name__} payload is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise ContractError(f"{model.__name__} payload is not JSON: {exc.msg} at char {exc.pos}") from None
-    except RecursionError:
-        raise ContractError(f"{model.__name__} payload nests too deeply") from None
+        raw = _parse_json(data)
+    except _RejectedError as exc:
+        raise ContractError(f"{model.__name__}: {exc}") from None
     if not isinstance(raw, dict):
         raise ContractError(f"{model.__name__} payload must be a JSON object, got {type(raw).__name__}")
     version = raw.get("v")
-    if version != MESSAGE_VERSION:
+    if type(version) is not int or version != MESSAGE_VERSION:
         raise ContractError(f"{model.__name__}: unsupported message version v={version!r}, expected 1")
     try:
-        return model.model_validate(raw)
+        return model.model_validate_json(data, strict=True)
     except ValidationError as exc:
         raise ContractError(f"{model.__name__}: {describe_validation_error(exc)}") from None
 
@@ -225,8 +327,13 @@ def describe_validation_error(exc: ValidationError) -> str:
     errors = exc.errors()
     parts = []
     for err in errors[:3]:
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
-        msg = str(err.get("msg", "invalid")).replace("\n", " ")
+        loc = _one_line(".".join(str(p)[:64] for p in err.get("loc", ()))) or "<root>"
+        msg = _one_line(str(err.get("msg", "invalid")))
         parts.append(f"{loc}: {msg}")
     more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
     return "; ".join(parts) + more
+
+
+def _one_line(text: str) -> str:
+    """Escape unprintable characters (a hostile key may hold a newline): a reason is one printable line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

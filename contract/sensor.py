@@ -1,4 +1,7 @@
-"""What an MLX90640 would report when looking at a scene: used by the replay source AND by training.
+"""The sensor contract: what an MLX90640 is and reports. Used by the wire frame, the device, replay AND training.
+
+Its geometry (24x32) and temperature ranges are defined here and only here; every other module
+imports them, so a frame, a row of the schema and a training input cannot disagree in shape or range.
 
 Sharing this one module is how training sees exactly what inference will see: the 32x24
 geometry (block averaging of a higher-resolution thermogram), the sensor's temporal noise
@@ -15,6 +18,20 @@ import numpy.typing as npt
 
 MLX_ROWS = 24
 MLX_COLS = 32
+#: The frame shape (rows, cols) of the MLX90640.
+MLX_SHAPE = (MLX_ROWS, MLX_COLS)
+#: Object (pixel) temperature range of the MLX90640, degrees C.
+MIN_OBJECT_C = -40.0
+MAX_OBJECT_C = 300.0
+#: Ambient (sensor die) temperature range of the MLX90640, degrees C.
+MIN_AMBIENT_C = -40.0
+MAX_AMBIENT_C = 85.0
+#: The same ranges in the centi-degrees the binary frame carries (derived, not restated).
+CENTI_PER_C = 100
+MIN_PIXEL_CENTI = round(MIN_OBJECT_C * CENTI_PER_C)
+MAX_PIXEL_CENTI = round(MAX_OBJECT_C * CENTI_PER_C)
+MIN_AMBIENT_CENTI = round(MIN_AMBIENT_C * CENTI_PER_C)
+MAX_AMBIENT_CENTI = round(MAX_AMBIENT_C * CENTI_PER_C)
 #: Datasheet accuracy of the absolute temperature, degrees C.
 MLX_ACCURACY_C = 1.0
 #: Temporal noise at the 2 Hz default refresh rate, kelvin RMS.

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contract.sensor import MLX_COLS, MLX_ROWS
+
+#: The sensor geometry under the names the schema's readers use (defined in contract.sensor).
+PIXEL_ROWS = MLX_ROWS
+PIXEL_COLS = MLX_COLS
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -20,9 +26,6 @@ class Measurement:
     tags: tuple[str, ...]
     fields: dict[str, str]  # field name -> meaning (all numeric)
 
-
-PIXEL_ROWS = 24
-PIXEL_COLS = 32
 
 VERDICT = Measurement(
     name="verdict",
@@ -58,8 +61,8 @@ FRAME_STATS = Measurement(
 FRAME_ROW = Measurement(
     name="frame_row",
     doc=(
-        "Pixel temperatures of sampled frames, one point per sensor row (row tag 00..23), "
-        "fields c00..c31: what the doctor's heatmap panel draws."
+        f"Pixel temperatures of sampled frames, one point per sensor row (row tag 00..{PIXEL_ROWS - 1:02d}), "
+        f"fields c00..c{PIXEL_COLS - 1:02d}: what the doctor's heatmap panel draws."
     ),
     timestamp="frame capture time",
     tags=("device_id", "patient_ref", "session_id", "row"),
@@ -152,7 +155,7 @@ def render_markdown() -> str:
         out += [f"## `{m.name}`", "", m.doc, "", f"- timestamp: {m.timestamp}", f"- tags: {', '.join(m.tags)}", ""]
         out += ["| field | meaning |", "| --- | --- |"]
         if m is FRAME_ROW:
-            out.append("| c00 .. c31 | pixel temperature of that column, C |")
+            out.append(f"| c00 .. c{PIXEL_COLS - 1:02d} | pixel temperature of that column, C |")
         else:
             out += [f"| {name} | {meaning} |" for name, meaning in m.fields.items()]
         out.append("")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from numpy.lib import format as npy_format
 
+from contract.sensor import MLX_COLS, MLX_ROWS
 from devtools.live_view import SCREENING_AID, LiveView, ViewContext
 from devtools.stack import LocalStack, SessionPlan, ShutdownReport, StackOptions, shipped_model_dir
 
@@ -76,8 +77,10 @@ def check_thermogram_file(path: Path) -> None:
         if isinstance(exc, ValueError) and str(exc).startswith("--data"):
             raise
         raise ValueError(f"--data {path}: not a readable .npz thermogram file ({exc})") from None
-    if len(shape) != 3 or shape[0] < 1 or shape[1] < 24 or shape[2] < 32:
-        raise ValueError(f"--data {path}: temperature_centi_c must be N x H x W with H >= 24, W >= 32, got {shape}")
+    if len(shape) != 3 or shape[0] < 1 or shape[1] < MLX_ROWS or shape[2] < MLX_COLS:
+        raise ValueError(
+            f"--data {path}: temperature_centi_c must be N x H x W with H >= {MLX_ROWS}, W >= {MLX_COLS}, got {shape}"
+        )
 
 
 def settings_from_args(args: argparse.Namespace) -> DemoSettings:

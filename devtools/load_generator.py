@@ -47,6 +47,7 @@ import numpy.typing as npt
 from contract.frame import Frame, SensorKind, encode_frame
 from contract.ids import new_session_id, validate_device_id
 from contract.messages import RfidEvent, RfidEventKind, SessionEndReason, encode_message
+from contract.sensor import CENTI_PER_C, MAX_OBJECT_C, MIN_OBJECT_C, MLX_SHAPE
 from contract.topics import frame_topic, rfid_topic, verdict_topic
 from transport.connection import Message, MqttConnection, MqttSettings, PublishReceipt
 
@@ -105,7 +106,7 @@ def image_pool(n: int = IMAGE_POOL, seed: int = 11) -> list[npt.NDArray[np.int16
     out = []
     for i in range(n):
         temps = emulate_mlx_frame(torso_scene(96, 128, random_patient(rng, sick=bool(i % 2)), rng), rng)
-        out.append(np.rint(np.clip(temps, -40.0, 300.0) * 100.0).astype(np.int16))
+        out.append(np.rint(np.clip(temps, MIN_OBJECT_C, MAX_OBJECT_C) * CENTI_PER_C).astype(np.int16))
     return out
 
 
@@ -258,7 +259,7 @@ def bad_payloads(device: SimulatedDevice, index: int) -> list[tuple[str, bytes]]
         device_id=device.device_id,
         seq=seq,
         capture_ns=time.time_ns(),
-        centi=np.full((24, 32), 3300, dtype=np.int16),
+        centi=np.full(MLX_SHAPE, 3300, dtype=np.int16),
         session_id=device.session_id,
         patient_ref=device.patient_ref,
     )

@@ -25,6 +25,7 @@ from contract.messages import (
     Verdict,
     encode_message,
 )
+from contract.sensor import MLX_SHAPE
 from contract.topics import frame_topic, rfid_topic, verdict_topic
 from devtools.local_tsdb import PointKey, SeriesKey
 
@@ -77,13 +78,13 @@ def make_session(
     probs = probabilities if probabilities is not None else [float(p) for p in rng.uniform(0.05, 0.95, n_frames)]
     if len(probs) != n_frames:
         raise ValueError("one probability per frame")
-    base = 33.0 + rng.normal(0.0, 0.6, (24, 32))
+    base = 33.0 + rng.normal(0.0, 0.6, MLX_SHAPE)
     frames: list[Frame] = []
     verdicts: list[Verdict] = []
     for i in range(n_frames):
         capture = t0 + (i + 1) * FRAME_PERIOD_NS
         frame = Frame.from_celsius(
-            base + rng.normal(0.0, 0.1, (24, 32)),
+            base + rng.normal(0.0, 0.1, MLX_SHAPE),
             device_id=device_id,
             seq=first_seq + i,
             capture_ns=capture,

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.ids import validate_device_id
-from contract.sensor import REFRESH_RATES_HZ
+from contract.sensor import MAX_AMBIENT_C, MIN_AMBIENT_C, REFRESH_RATES_HZ
 from transport.config_file import load_toml_model, validate_model
 from transport.connection import MqttSettings
 
@@ -84,7 +84,7 @@ class SourceSection(_Section):
     frame_timeout_s: float = Field(default=5.0, gt=0)
     i2c_address: int = Field(default=0x33, ge=0x08, le=0x77)
     #: Die/room temperature of the emulated, synthetic and replay sources.
-    ambient_c: float = Field(default=24.0, ge=-40, le=85)
+    ambient_c: float = Field(default=24.0, ge=MIN_AMBIENT_C, le=MAX_AMBIENT_C)
     #: Seed of the synthetic scenes, sensor noise and device offset; default derived from the device id.
     seed: int | None = None
     replay: ReplaySection = Field(default_factory=ReplaySection)

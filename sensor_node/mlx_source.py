@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from contract.frame import SensorKind
+from contract.sensor import MAX_OBJECT_C, MIN_OBJECT_C, MLX_SHAPE
 from sensor_node.thermal_source import SensorTimeout, TemperatureArray
 
 MLX90640_ADDRESS = 0x33
@@ -41,7 +42,7 @@ _SHARED_CALIBRATION = (
 _CONSTRUCTION_LOCK = threading.Lock()
 #: RAM words the driver's `_GetTa` uses (VBE, VPTAT, VDD), relative to 0x0400.
 _TA_WORDS = (768, 800, 810)
-_MIN_C, _MAX_C = -40.0, 300.0
+_MIN_C, _MAX_C = MIN_OBJECT_C, MAX_OBJECT_C
 #: getFrame calls per read until both subpages were seen.
 MAX_FRAME_ATTEMPTS = 3
 #: The driver reports faulty pixels as -273.15 C.
@@ -233,7 +234,7 @@ class Mlx90640Source:
             ambient = self._ambient()
         finally:
             self._bus.disarm()
-        temps = np.asarray(self._buffer, dtype=np.float32).reshape(24, 32)
+        temps = np.asarray(self._buffer, dtype=np.float32).reshape(MLX_SHAPE)
         return repair_pixels(temps), ambient
 
     def _ambient(self) -> float:

@@ -21,6 +21,7 @@ import numpy as np
 from contract.frame import Frame, encode_frame
 from contract.ids import make_patient_ref
 from contract.messages import DeviceState, DeviceStatus, RfidEvent, RfidEventKind, SessionEndReason, encode_message
+from contract.sensor import MAX_AMBIENT_C, MAX_OBJECT_C, MIN_AMBIENT_C, MIN_OBJECT_C
 from contract.topics import frame_topic, rfid_topic, status_topic
 from sensor_node.config import SensorConfig
 from sensor_node.publisher import SpoolPublisher
@@ -172,8 +173,8 @@ class SensorNode:
         self._store_frame(temps, ambient, time.time_ns())
 
     def _store_frame(self, temps: TemperatureArray, ambient_c: float, capture_ns: int) -> None:
-        temps = np.clip(temps, -40.0, 300.0)
-        ambient = float(min(max(ambient_c, -40.0), 85.0))
+        temps = np.clip(temps, MIN_OBJECT_C, MAX_OBJECT_C)
+        ambient = float(min(max(ambient_c, MIN_AMBIENT_C), MAX_AMBIENT_C))
         with self._session_lock:
             session = self._tracker.current
             if session is None and not self.config.session.anonymous_capture:

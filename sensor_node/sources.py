@@ -17,13 +17,13 @@ import numpy as np
 import numpy.typing as npt
 
 from contract.frame import SensorKind
-from contract.sensor import emulate_mlx_frame, random_device_offset
+from contract.sensor import MAX_OBJECT_C, MIN_OBJECT_C, MLX_COLS, MLX_ROWS, emulate_mlx_frame, random_device_offset
 from sensor_node.config import SensorConfig, SourceKind
 from sensor_node.synthetic_scene import random_patient, torso_scene
 from sensor_node.thermal_source import TemperatureArray, ThermalSource
 
 SCENE_HEIGHT, SCENE_WIDTH = 96, 128
-MIN_C, MAX_C = -40.0, 300.0
+MIN_C, MAX_C = MIN_OBJECT_C, MAX_OBJECT_C
 
 
 def device_seed(device_id: str) -> int:
@@ -141,8 +141,10 @@ def _load_thermograms(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable .npz thermogram file ({reason})") from None
     if temps is None:
         raise ValueError(f"{path}: no 'temperature_centi_c' array (found {', '.join(names) or 'none'})")
-    if temps.ndim != 3 or temps.shape[0] < 1 or temps.shape[1] < 24 or temps.shape[2] < 32:
-        raise ValueError(f"{path}: temperature_centi_c must be N x H x W with H >= 24, W >= 32, got {temps.shape}")
+    if temps.ndim != 3 or temps.shape[0] < 1 or temps.shape[1] < MLX_ROWS or temps.shape[2] < MLX_COLS:
+        raise ValueError(
+            f"{path}: temperature_centi_c must be N x H x W with H >= {MLX_ROWS}, W >= {MLX_COLS}, got {temps.shape}"
+        )
     return temps
 
 

@@ -118,8 +118,9 @@ def _encode_sample(args: argparse.Namespace) -> int:
 
     from contract.frame import Frame, SensorKind, encode_frame
     from contract.ids import new_session_id
+    from contract.sensor import MLX_COLS, MLX_ROWS
 
-    rows, cols = np.mgrid[0:24, 0:32]
+    rows, cols = np.mgrid[0:MLX_ROWS, 0:MLX_COLS]
     body = 30.0 + 4.0 * np.exp(-(((cols - 15.5) / 10.0) ** 2 + ((rows - 14.0) / 8.0) ** 2))
     frame = Frame.from_celsius(
         body,

@@ -16,10 +16,11 @@ import numpy as np
 import numpy.typing as npt
 
 from contract.model.manifest import Manifest, load_manifest
+from contract.sensor import MLX_COLS, MLX_ROWS
 from training.metrics import binary_metrics, roc_auc
 from training.thermal_data import FloatArray, device_frames, load_thermograms
 
-THERMAL_INPUT_SHAPE = [24, 32, 1]
+THERMAL_INPUT_SHAPE = [MLX_ROWS, MLX_COLS, 1]
 
 
 def load_thermal_manifest(model_dir: str | Path) -> Manifest:

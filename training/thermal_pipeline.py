@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from contract.model.manifest import Preprocessing
+from contract.sensor import MLX_COLS, MLX_ROWS
 from training.cross_validation import (
     MODELS,
     SUBSETS,
@@ -221,7 +222,7 @@ def run_thermal_training(opts: ThermalRunOptions) -> dict[str, Any]:
         files,
         task="thermal_screening",
         version=version,
-        input_shape=[24, 32, 1],
+        input_shape=[MLX_ROWS, MLX_COLS, 1],
         preprocessing=Preprocessing(kind="frame_standardize", min_std_c=MIN_STD_C),
         labels=LABELS,
         threshold=round(threshold, 6),

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from contract.sensor import MAX_AMBIENT_C, MAX_OBJECT_C, MIN_AMBIENT_C, MIN_OBJECT_C, MLX_COLS, MLX_ROWS
+
 MLX90640_ADDRESS = 0x33
 EEPROM_START = 0x2400
 EEPROM_WORDS = 832
@@ -43,7 +45,7 @@ STATUS_NEW_DATA = 0x0008
 STATUS_OVERWRITE_ENABLE = 0x0010
 #: Subpage mode on, 2 Hz, 18-bit resolution, chess pattern: the factory default.
 DEFAULT_CONTROL = 0x1901
-ROWS, COLS = 24, 32
+ROWS, COLS = MLX_ROWS, MLX_COLS
 PIXELS = ROWS * COLS
 #: Constants the driver uses in its temperature calculation (adafruit_mlx90640 1.3.9).
 DRIVER_EMISSIVITY = 0.95
@@ -51,8 +53,6 @@ DRIVER_OPENAIR_TA_SHIFT = 8.0
 SCALEALPHA = 0.000001
 #: Refresh-rate codes of the control register (bits 9:7), in subpages per second.
 REFRESH_HZ_BY_CODE = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-MIN_OBJECT_C, MAX_OBJECT_C = -40.0, 300.0
-MIN_AMBIENT_C, MAX_AMBIENT_C = -40.0, 85.0
 #: VPTAT word the emulated chip reports; VBE is solved for the requested ambient.
 VPTAT_WORD = 1500
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+import math
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from contract.messages import (
     NodeStatus,
     RfidEvent,
     RfidEventKind,
+    SessionEndReason,
     SessionVerdict,
     Verdict,
     decode_message,
@@ -110,14 +111,6 @@ def test_verdict_rejects_probability_outside_unit_interval() -> None:
         decode_message(json.dumps(raw).encode(), Verdict)
 
 
-@given(st.binary(max_size=300))
-@settings(max_examples=300)
-def test_random_bytes_only_raise_contract_error(data: bytes) -> None:
-    for model in MESSAGE_TYPES.values():
-        with contextlib.suppress(ContractError):
-            decode_message(data, model)
-
-
 def test_topics_build_and_parse() -> None:
     assert t.frame_topic("pi-1") == "thermo/v1/pi-1/frame"
     assert t.parse_topic("thermo/v1/pi-1/verdict").device_id == "pi-1"
@@ -140,3 +133,236 @@ def test_patient_ref_is_keyed_and_stable() -> None:
     assert "deadbeef" not in ref
     with pytest.raises(ContractError, match="site key"):
         make_patient_ref(b"\x01", b"short")
+
+
+# --- hostile JSON (issue 13.1) and structured fuzzing (issue 19.10) -----------------------
+
+#: One message of every type with EVERY optional field set, so that every validator is reachable.
+FULL_SAMPLES: list[Any] = [
+    DeviceStatus(
+        state=DeviceState.ONLINE,
+        ts_ns=1,
+        firmware="fw-1.2",
+        source="mlx",
+        spool_depth=3,
+        spool_dropped_frames=0,
+        session_id=SID,
+    ),
+    RfidEvent(
+        event=RfidEventKind.SESSION_END,
+        device_id="pi-1",
+        session_id=SID,
+        patient_ref=REF,
+        ts_ns=5,
+        seq=2,
+        frame_count=10,
+        reason=SessionEndReason.CARD,
+    ),
+    *SAMPLES[2:4],
+    NodeStatus(node_id="node-a", role=NodeRole.INFERENCE, state=DeviceState.ONLINE, ts_ns=2, model_version="m-1"),
+    NodeMetrics(node_id="node-a", role=NodeRole.INFERENCE, ts_ns=3, values={"frames_total": 4.0}, model_version="m"),
+    DeadLetter.for_payload(component="bridge", reason="bad", topic="t", payload=b"x", ts_ns=1, device_id="pi-1"),
+    ModelSwap(model_dir="/models/thermal-2", expected_version="thermal-2"),
+]
+assert {type(m) for m in FULL_SAMPLES} == set(MESSAGE_TYPES.values())
+
+HUGE_INT = "9" * 5000
+#: Raw JSON texts of values that must never get into a store.
+HOSTILE_JSON = [
+    HUGE_INT,
+    "-" + HUGE_INT,
+    str(2**63),
+    str(2**64),
+    "-1",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e400",
+    "-1e400",
+    "1.0",
+    '"1"',
+    "true",
+    "false",
+    "null",
+    "[]",
+    "{}",
+    '"\\ud800"',
+    '"a\\u0000b"',
+    '"\\n"',
+    '""',
+    json.dumps("x" * 5000),
+    "[" * 50 + "]" * 50,
+    '{"a":' * 20 + "1" + "}" * 20,
+]
+json_scalars = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(json.dumps),
+    st.text(max_size=80).map(json.dumps),
+    st.text(max_size=80).map(lambda t: json.dumps(t, ensure_ascii=False)),
+    st.sampled_from(HOSTILE_JSON),
+)
+
+
+def _pairs(message: Any) -> list[tuple[str, str]]:
+    """(key, raw JSON value) pairs of a valid message, in order."""
+    return [(k, json.dumps(v)) for k, v in json.loads(encode_message(message)).items()]
+
+
+def _render(pairs: list[tuple[str, str]]) -> bytes:
+    """An object from raw pairs: unlike json.dumps, it can write duplicate keys and any literal."""
+    return ("{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in pairs) + "}").encode("utf-8", "surrogatepass")
+
+
+@st.composite
+def hostile_messages(draw: st.DrawFn) -> tuple[type[Any], bytes]:
+    """A valid message of a random type with 1..3 fields replaced, removed, duplicated or added."""
+    message = draw(st.sampled_from(FULL_SAMPLES))
+    pairs = _pairs(message)
+    for _ in range(draw(st.integers(1, 3))):
+        index = draw(st.integers(0, len(pairs) - 1))
+        key = pairs[index][0]
+        action = draw(st.sampled_from(["replace", "replace", "replace", "drop", "duplicate", "extra", "nest"]))
+        if action == "replace":
+            pairs[index] = (key, draw(json_scalars))
+        elif action == "drop":
+            del pairs[index]
+            if not pairs:
+                break
+        elif action == "duplicate":
+            pairs.append((key, draw(st.one_of(st.just(pairs[index][1]), json_scalars))))
+        elif action == "extra":
+            pairs.append((draw(st.text(max_size=10)), draw(json_scalars)))
+        else:
+            depth = draw(st.integers(1, 40))
+            pairs[index] = (key, "[" * depth + pairs[index][1] + "]" * depth)
+    return type(message), _render(pairs)
+
+
+def _assert_storable(message: Any) -> None:
+    """Whatever decodes is within bounds: ints fit signed 64-bit, floats are finite."""
+    for value in json.loads(encode_message(message)).values():
+        for item in value.values() if isinstance(value, dict) else [value]:
+            if isinstance(item, int) and not isinstance(item, bool):
+                assert 0 <= item <= 2**63 - 1
+            if isinstance(item, float):
+                assert math.isfinite(item)
+
+
+@given(hostile_messages())
+@settings(max_examples=400, deadline=None)
+def test_hostile_messages_only_raise_contract_error(case: tuple[type[Any], bytes]) -> None:
+    model, payload = case
+    try:
+        message = decode_message(payload, model)
+    except ContractError as exc:
+        assert exc.args[0].isprintable(), "a dead-letter reason is one printable line"
+        return
+    _assert_storable(message)
+    assert decode_message(encode_message(message), model) == message
+
+
+@given(st.sampled_from(FULL_SAMPLES), st.data())
+@settings(max_examples=200, deadline=None)
+def test_truncated_or_mutated_bytes_only_raise_contract_error(message: Any, data: st.DataObject) -> None:
+    payload = bytearray(encode_message(message))
+    if data.draw(st.booleans()):
+        payload = payload[: data.draw(st.integers(0, len(payload) - 1))]
+    else:
+        index = data.draw(st.integers(0, len(payload) - 1))
+        payload[index] = data.draw(st.integers(0, 255))
+    try:
+        decoded = decode_message(bytes(payload), type(message))
+    except ContractError:
+        return
+    _assert_storable(decoded)
+
+
+def _with(message: Any, key: str, raw: str) -> bytes:
+    pairs = [(k, v) for k, v in _pairs(message) if k != key] + [(key, raw)]
+    return _render(pairs)
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "message"),
+    [
+        ("spool_depth", HUGE_INT, "integer literal"),  # was a plain ValueError (Python's 4,300-digit limit)
+        ("spool_depth", str(2**63), "spool_depth"),  # was accepted, then overflowed SQLite
+        ("spool_depth", "-1", "spool_depth"),
+        ("spool_depth", '"1"', "spool_depth"),
+        ("spool_depth", "true", "spool_depth"),
+        ("spool_depth", "1.0", "spool_depth"),
+        ("spool_depth", "1e400", "finite"),
+        ("ts_ns", "NaN", "NaN"),
+        ("ts_ns", "Infinity", "Infinity"),
+        ("firmware", json.dumps("x" * 65), "firmware"),
+        ("firmware", '"a\\u0000b"', "firmware"),
+        ("firmware", '"\\ud800"', "JSON"),
+        ("firmware", "1", "firmware"),
+        ("state", '"ONLINE"', "state"),
+        ("state", "1", "state"),
+        ("session_id", '"' + "A" * 32 + '"', "session"),
+        ("v", "true", "version"),
+        ("v", "1.0", "version"),
+        ("v", '"1"', "version"),
+    ],
+)
+def test_hostile_status_values_are_rejected(key: str, raw: str, message: str) -> None:
+    status = FULL_SAMPLES[0]
+    assert key in dict(_pairs(status))  # the field exists, so the mutation reaches its validator
+    with pytest.raises(ContractError, match=message):
+        decode_message(_with(status, key, raw), DeviceStatus)
+
+
+@pytest.mark.parametrize(
+    ("model_index", "key", "raw", "message"),
+    [
+        (1, "seq", str(2**63), "seq"),
+        (1, "frame_count", "-1", "frame_count"),
+        (2, "seq", str(2**64 - 1), "seq"),
+        (2, "flagged", "1", "flagged"),
+        (2, "probability", "true", "probability"),
+        (2, "probability", '"0.5"', "probability"),
+        (2, "latency_ms", "1e300", "latency_ms"),
+        (2, "label", '""', "label"),
+        (3, "frames", str(2**63), "frames"),
+        (3, "rule", json.dumps("r\n"), "rule"),
+        (5, "values", '{"frames_total": 1e19}', "values"),
+        (5, "values", '{"": 1}', "values"),
+        (5, "values", '{"a b": 1}', "values"),
+        (5, "values", '{"a": true}', "values"),
+        (6, "payload_size", str(2**63), "payload_size"),
+        (6, "reason", json.dumps("r" * 501), "reason"),
+        (7, "model_dir", json.dumps("m" * 1025), "model_dir"),
+    ],
+)
+def test_hostile_values_of_every_type_are_rejected(model_index: int, key: str, raw: str, message: str) -> None:
+    sample = FULL_SAMPLES[model_index]
+    assert key in dict(_pairs(sample))
+    with pytest.raises(ContractError, match=message):
+        decode_message(_with(sample, key, raw), type(sample))
+
+
+def test_largest_storable_integers_are_accepted() -> None:
+    status = decode_message(_with(FULL_SAMPLES[0], "spool_depth", str(2**63 - 1)), DeviceStatus)
+    assert status.spool_depth == 2**63 - 1
+    verdict = decode_message(_with(FULL_SAMPLES[2], "seq", str(2**63 - 1)), Verdict)
+    assert verdict.seq == 2**63 - 1
+
+
+def test_duplicate_keys_and_deep_nesting_are_rejected() -> None:
+    pairs = _pairs(FULL_SAMPLES[0])
+    with pytest.raises(ContractError, match="duplicate key 'state'"):
+        decode_message(_render([*pairs, ("state", '"offline"')]), DeviceStatus)
+    with pytest.raises(ContractError, match="duplicate key"):
+        decode_message(_render([*pairs, ("state", '"online"')]), DeviceStatus)  # same value: still refused
+    deep = _render([*pairs[:-1], ("session_id", "[" * 9 + "1" + "]" * 9)])
+    with pytest.raises(ContractError, match="nests too deeply"):
+        decode_message(deep, DeviceStatus)
+    nested_in_string = _render([*pairs, ("firmware", json.dumps("[" * 60))])
+    with pytest.raises(ContractError, match="firmware"):  # brackets inside strings are not nesting
+        decode_message(nested_in_string, DeviceStatus)
+
+
+def test_producers_types_still_construct() -> None:
+    """Strictness applies to decoding: producers still build messages from enum values in Python."""
+    assert NodeStatus(node_id="n", role="bridge", state="online").role is NodeRole.BRIDGE

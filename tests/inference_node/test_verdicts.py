@@ -22,7 +22,7 @@ def test_fast_verdict_json_equals_the_validated_message(test_models: ModelDirs) 
     @given(
         device=ids,
         node=ids,
-        seq=st.integers(0, 2**64 - 1),
+        seq=st.integers(0, 2**63 - 1),
         capture_ns=st.integers(0, 2**63 - 1),
         session=st.none() | st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
         patient=st.none() | st.from_regex(r"[0-9a-f]{16}", fullmatch=True),
