@@ -179,7 +179,7 @@ def test_demo_command_line_without_config(mosquitto: LocalMosquitto, tmp_path: P
 def test_sigterm_ends_the_session_flushes_and_exits_0(
     mosquitto: LocalMosquitto, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    """The whole emulated device: real adafruit driver on the emulated MLX90640, real mfrc522 code."""
+    """The whole emulated device: real adafruit driver on the emulated MLX90640, the real MFRC522 driver."""
     sub = connect(mosquitto.url)
     got = Collector()
     subscribe_and_wait(sub, "thermo/v1/pi-1/+", got)
