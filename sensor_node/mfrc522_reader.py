@@ -105,7 +105,7 @@ class RfidError(RuntimeError):
     """The card reader failed; the read is abandoned, no UID comes out of it."""
 
 
-class NoCardAnswer(RfidError):
+class NoCardAnswerError(RfidError):
     """No card answered before the chip's timer ran out (normal when the field is empty)."""
 
 
@@ -141,7 +141,7 @@ class Answer:
     collision_at: int | None
 
 
-def bcc(four: bytes) -> int:
+def bcc(four: bytes | bytearray) -> int:
     return four[0] ^ four[1] ^ four[2] ^ four[3]
 
 
@@ -254,7 +254,7 @@ class Mfrc522:
             self.write(BIT_FRAMING_REG, framing)
             self.write(COMMAND_REG, CMD_IDLE)
         if not irq[0] & IRQ_RX:
-            raise NoCardAnswer("no card answered")
+            raise NoCardAnswerError("no card answered")
         error = self.read(ERROR_REG)
         if error & (ERR_BUFFER_OVERFLOW | ERR_PARITY | ERR_PROTOCOL):
             raise CardReadError(f"transmission error (ErrorReg 0x{error:02x})")
@@ -279,7 +279,7 @@ class Mfrc522:
         """REQA (cards in IDLE) or WUPA (also HALT): True if any card answered with an ATQA."""
         try:
             answer = self.transceive(bytes([command]), tx_last_bits=SHORT_FRAME_BITS)
-        except NoCardAnswer:
+        except NoCardAnswerError:
             return False
         # Cards of different UID sizes collide in the ATQA; that still means "cards here".
         if len(answer.data) != 2 or answer.last_bits:
@@ -353,7 +353,7 @@ class Mfrc522:
         frame = bytes([PICC_HLTA, 0x00])
         try:
             answer = self.transceive(frame + self.crc_a(frame))
-        except NoCardAnswer:
+        except NoCardAnswerError:
             return
         raise CardReadError(f"a card answered HLTA with {len(answer.data)} bytes")
 

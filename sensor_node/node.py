@@ -25,7 +25,7 @@ from contract.topics import frame_topic, rfid_topic, status_topic
 from sensor_node.config import SensorConfig
 from sensor_node.publisher import SpoolPublisher
 from sensor_node.rfid import TapSource
-from sensor_node.session import SessionChange, OpenSessionSlot
+from sensor_node.session import OpenSessionSlot, SessionChange
 from sensor_node.spool import RowKind, Spool
 from sensor_node.thermal_source import SensorTimeout, TemperatureArray, ThermalSource
 from transport.connection import MqttConnection, Will

@@ -235,7 +235,7 @@ class CardField:
 def combine(answers: list[list[int]]) -> tuple[list[int], int | None]:
     """Answers sent at once, as the reader hears them: bits, and the 0-based first collision (bits after it 0)."""
     length = max(len(bits) for bits in answers)
-    combined = []
+    combined: list[int] = []
     for i in range(length):
         values = {bits[i] if i < len(bits) else None for bits in answers}
         if len(values) > 1:

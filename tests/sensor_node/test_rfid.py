@@ -218,7 +218,13 @@ def test_card_script_lines() -> None:
 
 @pytest.mark.parametrize(
     ("line", "needle"),
-    [("zz11", "not hex"), ("0102", "2 bytes"), ("0102030405", "5 bytes, expected 4, 7 or 10"), ("04a1b2c3 soon", "not a number"), ("04a1b2c3 1 2", "3 fields")],
+    [
+        ("zz11", "not hex"),
+        ("0102", "2 bytes"),
+        ("0102030405", "5 bytes, expected 4, 7 or 10"),
+        ("04a1b2c3 soon", "not a number"),
+        ("04a1b2c3 1 2", "3 fields"),
+    ],
 )
 def test_bad_card_script_lines_name_the_place_but_not_the_line(line: str, needle: str) -> None:
     with pytest.raises(ValueError, match=needle) as info:
