@@ -420,6 +420,9 @@ def open_hardware(*, reset_pin: int, cs_pin: int, baudrate: int) -> tuple[Mfrc52
         cs.switch_to_output(value=True)
         reset = DigitalOutputDevice(reset_pin, initial_value=True)
     except Exception as exc:
-        raise RuntimeError(f"cannot open the MFRC522 (SPI0, CS GPIO{cs_pin}, reset GPIO{reset_pin}): {exc}") from None
+        raise RuntimeError(
+            f"cannot open the MFRC522 (SPI0, CS GPIO{cs_pin}, reset GPIO{reset_pin}): {exc}; "
+            "enable SPI with raspi-config, or use rfid kind 'emulated' or 'scripted'"
+        ) from None
     transport = BlinkaSpi(spi, cs, baudrate)
     return Mfrc522(transport, reset), transport

