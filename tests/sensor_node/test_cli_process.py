@@ -138,6 +138,10 @@ def test_missing_config_bad_cards_and_missing_hardware_are_one_line_errors(
     cases = [
         (["--config", str(tmp_path / "nope.toml")], "config file not found"),
         (["--cards", str(write(tmp_path / "cards.txt", "04a1b2c3\nnope\n"))], "cards.txt:2: card UID is not hex"),
+        (
+            ["--rfid", "emulated", "--cards", str(write(tmp_path / "five.txt", "04112233445566\n0102030405\n"))],
+            "five.txt:2: card UID has 5 bytes, expected 4, 7 or 10",
+        ),
         (["--source", "replay", "--replay", str(tmp_path / "none.npz")], "replay file not found"),
         (["--source", "mlx90640", "--rfid", "none"], "cannot open the I2C bus for the MLX90640"),
         (["--rfid", "mfrc522"], "the MFRC522"),
