@@ -15,6 +15,11 @@ A UID is returned only after every cascade level was selected with a CRC-checked
 every BCC matched; anything less raises `RfidError` (the caller retries on its next poll).
 So a card pulled away mid-read, two cards answering at once, or a bit error can cost a poll
 but can never produce a wrong UID.
+
+CollReg's CollPos is read as the datasheet words it, the bit position in the received frame,
+counted in the FIFO's bit layout (RxAlign included). Were a chip to count otherwise, the
+resolved bits would not match any card: SELECT goes unanswered and the poll is retried, the
+UID is still never wrong. (Not yet run against a physical MFRC522 here: no Pi on this host.)
 """
 
 from __future__ import annotations

@@ -266,12 +266,16 @@ def open_mfrc522(config: RfidSettings) -> Mfrc522Taps:
     from sensor_node.mfrc522_reader import open_hardware
 
     reader, transport = open_hardware(reset_pin=config.reset_pin, cs_pin=config.cs_pin, baudrate=config.spi_baudrate)
-    return Mfrc522Taps(
-        reader,
-        poll_interval_s=config.poll_interval_s,
-        gone_after_s=config.gone_after_s,
-        on_close=transport.close,
-    )
+    try:
+        return Mfrc522Taps(
+            reader,
+            poll_interval_s=config.poll_interval_s,
+            gone_after_s=config.gone_after_s,
+            on_close=transport.close,
+        )
+    except RuntimeError:
+        transport.close()
+        raise
 
 
 def emulated_reader(reset_pin: int = 25) -> tuple[Mfrc522, EmulatedMfrc522]:
