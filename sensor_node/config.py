@@ -38,7 +38,7 @@ class RfidKind(StrEnum):
     NONE = "none"
 
 
-class _Section(BaseModel):
+class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -51,7 +51,7 @@ def default_device_id() -> str:
         return "sensor"
 
 
-class DeviceSection(_Section):
+class DeviceSettings(_Settings):
     id: str = Field(default_factory=default_device_id)
     firmware: str | None = Field(default=None, max_length=64)
 
@@ -61,20 +61,20 @@ class DeviceSection(_Section):
         return validate_device_id(value)
 
 
-class ReplaySection(_Section):
+class ReplaySettings(_Settings):
     #: A thermogram file in the DMR-IR .npz layout (temperature_centi_c: N x H x W).
     path: Path | None = None
     frames_per_thermogram: int = Field(default=16, ge=1)
 
 
-class SyntheticSection(_Section):
+class SyntheticSettings(_Settings):
     #: Fraction of synthetic subjects with a hot spot and asymmetry.
     sick_fraction: float = Field(default=0.4, ge=0.0, le=1.0)
     #: A new synthetic subject every N frames outside sessions (sessions always start one).
     frames_per_subject: int = Field(default=64, ge=1)
 
 
-class SourceSection(_Section):
+class SourceSettings(_Settings):
     kind: SourceKind = SourceKind.SYNTHETIC
     #: Full frames per second captured.
     rate_hz: float = Field(default=2.0, gt=0, le=10000)
@@ -87,8 +87,8 @@ class SourceSection(_Section):
     ambient_c: float = Field(default=24.0, ge=MIN_AMBIENT_C, le=MAX_AMBIENT_C)
     #: Seed of the synthetic scenes, sensor noise and device offset; default derived from the device id.
     seed: int | None = None
-    replay: ReplaySection = Field(default_factory=ReplaySection)
-    synthetic: SyntheticSection = Field(default_factory=SyntheticSection)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
 
     @field_validator("refresh_hz")
     @classmethod
@@ -98,7 +98,7 @@ class SourceSection(_Section):
         return value
 
     @model_validator(mode="after")
-    def _check_kind(self) -> SourceSection:
+    def _check_kind(self) -> SourceSettings:
         if self.kind in (SourceKind.MLX90640, SourceKind.EMULATED) and self.rate_hz > MAX_MLX_RATE_HZ:
             raise ValueError(f"rate_hz {self.rate_hz:g} exceeds the MLX90640's {MAX_MLX_RATE_HZ:g} frames/s")
         if self.kind is SourceKind.REPLAY and self.replay.path is None:
@@ -106,7 +106,7 @@ class SourceSection(_Section):
         return self
 
 
-class RfidSection(_Section):
+class RfidSettings(_Settings):
     kind: RfidKind = RfidKind.SCRIPTED
     #: Card script for 'scripted' and 'emulated' readers: a file, or "-" for stdin.
     cards_file: str | None = None
@@ -116,11 +116,16 @@ class RfidSection(_Section):
     poll_interval_s: float = Field(default=0.1, gt=0, le=5)
     #: A card counts as a new scan only after it was out of the field this long.
     gone_after_s: float = Field(default=1.0, gt=0, le=60)
+    #: MFRC522 wiring, BCM GPIO numbers: NRSTPD (gpiozero output) and SPI0 chip select (CE0 = 8).
+    reset_pin: int = Field(default=25, ge=0, le=27)
+    cs_pin: int = Field(default=8, ge=0, le=27)
+    #: SPI clock; the MFRC522 takes up to 10 MHz, long jumper wires less.
+    spi_baudrate: int = Field(default=1_000_000, ge=100_000, le=10_000_000)
     #: How long an emulated card stays on the emulated reader per scripted scan.
     emulated_tap_s: float = Field(default=0.3, gt=0, le=10)
 
 
-class SessionSection(_Section):
+class SessionSettings(_Settings):
     #: A session ends by itself after this long (a forgotten second scan).
     timeout_s: float = Field(default=300.0, gt=0)
     #: Publish frames captured outside a session too (without session id and patient_ref).
@@ -132,7 +137,7 @@ def default_spool_path(device_id: str) -> Path:
     return Path(state) / "thermoscreen" / f"sensor-{device_id}.spool.sqlite"
 
 
-class SpoolSection(_Section):
+class SpoolSettings(_Settings):
     #: SQLite file; default $XDG_STATE_HOME/thermoscreen/sensor-<device>.spool.sqlite.
     path: Path | None = None
     max_items: int = Field(default=200_000, ge=10)
@@ -147,18 +152,18 @@ class SpoolSection(_Section):
     flush_timeout_s: float = Field(default=5.0, ge=0)
 
 
-class StatusSection(_Section):
+class StatusSettings(_Settings):
     #: Retained DeviceStatus is republished this often (and on every connect).
     interval_s: float = Field(default=10.0, gt=0)
 
 
-class SensorConfig(_Section):
-    device: DeviceSection = Field(default_factory=DeviceSection)
-    source: SourceSection = Field(default_factory=SourceSection)
-    rfid: RfidSection = Field(default_factory=RfidSection)
-    session: SessionSection = Field(default_factory=SessionSection)
-    spool: SpoolSection = Field(default_factory=SpoolSection)
-    status: StatusSection = Field(default_factory=StatusSection)
+class SensorConfig(_Settings):
+    device: DeviceSettings = Field(default_factory=DeviceSettings)
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    rfid: RfidSettings = Field(default_factory=RfidSettings)
+    session: SessionSettings = Field(default_factory=SessionSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    status: StatusSettings = Field(default_factory=StatusSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
 
     @property

@@ -26,7 +26,7 @@ from contract.topics import frame_topic, rfid_topic, status_topic
 from sensor_node.config import SensorConfig
 from sensor_node.publisher import SpoolPublisher
 from sensor_node.rfid import TapSource
-from sensor_node.session import SessionChange, SessionTracker
+from sensor_node.session import OpenSessionSlot, SessionChange
 from sensor_node.spool import RowKind, Spool
 from sensor_node.thermal_source import SensorTimeout, TemperatureArray, ThermalSource
 from transport.connection import MqttConnection, Will
@@ -76,7 +76,7 @@ class SensorNode:
         self._rfid_topic = rfid_topic(self.device_id)
         self._status_topic = status_topic(self.device_id)
         self._qos = config.mqtt.qos
-        self._tracker = SessionTracker(config.session.timeout_s)
+        self._session_slot = OpenSessionSlot(config.session.timeout_s)
         self._session_lock = threading.Lock()
         self._new_subject = threading.Event()
         self._halt = threading.Event()
@@ -118,7 +118,7 @@ class SensorNode:
         for thread in self._threads[:2]:
             thread.join(timeout=max(5.0, self.config.frame_timeout_s + 1))
         with self._session_lock:
-            self._store_change(self._tracker.end(SessionEndReason.SHUTDOWN))
+            self._store_change(self._session_slot.end(SessionEndReason.SHUTDOWN))
         flush_s = self.config.spool.flush_timeout_s
         if self.connection.connected.is_set() and not self.spool.wait_until_empty(flush_s):
             log.warning("%d messages still spooled at exit; they are sent on the next start", self.spool.depth)
@@ -176,7 +176,7 @@ class SensorNode:
         temps = np.clip(temps, MIN_OBJECT_C, MAX_OBJECT_C)
         ambient = float(min(max(ambient_c, MIN_AMBIENT_C), MAX_AMBIENT_C))
         with self._session_lock:
-            session = self._tracker.current
+            session = self._session_slot.current
             if session is None and not self.config.session.anonymous_capture:
                 self.counters.frames_outside_session += 1
                 return
@@ -196,7 +196,7 @@ class SensorNode:
                 )
 
             self.spool.append(RowKind.FRAME, self._frame_topic, payload, qos=self._qos)
-            self._tracker.count_frame()
+            self._session_slot.count_frame()
             self.counters.frames_spooled += 1
 
     # -- sessions ------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ class SensorNode:
     def scan(self, patient_ref: str) -> None:
         """A card with this pseudonym was scanned."""
         with self._session_lock:
-            changes = self._tracker.on_scan(patient_ref, time.monotonic())
+            changes = self._session_slot.on_scan(patient_ref, time.monotonic())
             for change in changes:
                 self._store_change(change)
         if any(change.event is RfidEventKind.SESSION_START for change in changes):
@@ -229,7 +229,7 @@ class SensorNode:
 
     def _check_timeout(self, now: float) -> None:
         with self._session_lock:
-            change = self._tracker.check_timeout(now)
+            change = self._session_slot.check_timeout(now)
             self._store_change(change)
         if change is not None:
             self._status_due.set()
@@ -266,7 +266,7 @@ class SensorNode:
 
     @property
     def current_session_id(self) -> str | None:
-        session = self._tracker.current
+        session = self._session_slot.current
         return session.session_id if session else None
 
     # -- status --------------------------------------------------------------------------------

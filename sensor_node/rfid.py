@@ -1,12 +1,13 @@
 """Card readers: each yields *scans* (a card presented anew), as raw UIDs for the session logic only.
 
-The raw UID never leaves this module and the session tracker, which turns it into a pseudonym
+The raw UID never leaves this module and the node, which turns it into a pseudonym
 at once; nothing here logs it. Readers:
 
-* `mfrc522`: `SimpleMFRC522` from the `mfrc522` package, polled; a card counts as a new scan
-  when it appears after having been out of the field for `gone_after_s`.
-* `emulated`: the same real `mfrc522` code reading an emulated chip, on which a card script
-  places and removes emulated cards (stand-in RPi.GPIO/spidev; see `sensor_node.emulation`).
+* `mfrc522`: the project's driver (`mfrc522_reader`) polled; it reads the whole UID (4, 7 or
+  10 bytes); a card counts as a new scan when it appears after having been out of the field
+  for `gone_after_s`.
+* `emulated`: the same driver on an emulated chip (`sensor_node.emulation.mfrc522_chip`), on
+  which a card script places and removes emulated cards of any UID size.
 * `scripted`: scans straight from a card script, for demos.
 * `none`: never a scan (anonymous capture only).
 
@@ -25,13 +26,16 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
-from sensor_node.config import RfidKind, SensorConfig
+from sensor_node.config import RfidKind, RfidSettings, SensorConfig
+from sensor_node.mfrc522_reader import UID_LENGTHS, Mfrc522, RfidError
+
+if TYPE_CHECKING:
+    from sensor_node.emulation.mfrc522_chip import EmulatedMfrc522
 
 log = logging.getLogger(__name__)
 
-UID_LENGTHS = (4, 7, 10)
 #: The emulated card stays on the emulated reader at most this long waiting to be read.
 CARD_HOLD_MAX_S = 10.0
 
@@ -193,37 +197,53 @@ class TapDetector:
         return uid if is_new else None
 
 
-def uid_from_simple_id(number: int) -> bytes:
-    """SimpleMFRC522's id is the 4 UID bytes followed by their BCC, as one integer: keep the UID."""
-    return (number >> 8).to_bytes(4, "big")
-
-
 class Mfrc522Taps:
-    """Polls an MFRC522 with `SimpleMFRC522.read_id_no_block` (the real package)."""
+    """Polls an MFRC522 through the project's driver; a scan needs exactly one card in the field.
 
-    def __init__(self, *, poll_interval_s: float, gone_after_s: float, clock: Callable[[], float] = time.monotonic):
+    Two cards at once are both read (anticollision), but which patient is meant is not known,
+    so no scan is taken until only one is left (a warning says why). A failed read (card
+    pulled away, bit error) is logged without the UID and retried on the next poll.
+    """
+
+    def __init__(
+        self,
+        reader: Mfrc522,
+        *,
+        poll_interval_s: float,
+        gone_after_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self._reader = reader
         try:
-            from mfrc522 import SimpleMFRC522
-        except Exception as exc:  # RPi.GPIO raises RuntimeError off a Pi
-            raise RuntimeError(
-                f"cannot load the MFRC522 reader ({type(exc).__name__}: {exc}); on a Raspberry Pi enable SPI "
-                "and install the 'sensor' extra, elsewhere use rfid kind 'emulated' or 'scripted'"
-            ) from None
-        try:
-            self._reader: Any = SimpleMFRC522()
-        except OSError as exc:
-            raise RuntimeError(f"cannot open the MFRC522 on SPI 0.0: {exc}") from None
+            reader.init()
+        except RfidError as exc:
+            raise RuntimeError(f"cannot start the MFRC522: {exc}") from None
         self._poll_interval_s = poll_interval_s
         self._detector = TapDetector(gone_after_s)
         self._clock = clock
+        self._on_close = on_close
         self._closed = threading.Event()
+        self._warned_many = False
+
+    def _poll(self) -> bytes | None:
+        try:
+            uids = self._reader.read_cards()
+        except RfidError as exc:
+            log.debug("card read failed, retrying: %s", type(exc).__name__)
+            return None
+        if len(uids) > 1:
+            if not self._warned_many:
+                log.warning("%d cards in the reader's field: present one card at a time", len(uids))
+            self._warned_many = True
+            return None
+        self._warned_many = False
+        return uids[0] if uids else None
 
     def next_tap(self, timeout: float) -> bytes | None:
         deadline = self._clock() + timeout
         while not self._closed.is_set():
-            number = self._reader.read_id_no_block()
-            uid = uid_from_simple_id(number) if number else None
-            tap = self._detector.observe(uid, self._clock())
+            tap = self._detector.observe(self._poll(), self._clock())
             if tap is not None:
                 return tap
             remaining = deadline - self._clock()
@@ -234,20 +254,50 @@ class Mfrc522Taps:
 
     def close(self) -> None:
         self._closed.set()
-        self._reader.READER.Close_MFRC522()
+        try:
+            self._reader.close()
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+
+
+def open_mfrc522(config: RfidSettings) -> Mfrc522Taps:
+    """The MFRC522 on the Pi: Blinka SPI0 with a digitalio chip select, gpiozero reset line."""
+    from sensor_node.mfrc522_reader import open_hardware
+
+    reader, transport = open_hardware(reset_pin=config.reset_pin, cs_pin=config.cs_pin, baudrate=config.spi_baudrate)
+    try:
+        return Mfrc522Taps(
+            reader,
+            poll_interval_s=config.poll_interval_s,
+            gone_after_s=config.gone_after_s,
+            on_close=transport.close,
+        )
+    except RuntimeError:
+        transport.close()
+        raise
+
+
+def emulated_reader(reset_pin: int = 25) -> tuple[Mfrc522, EmulatedMfrc522]:
+    """The real driver on an emulated chip; the reset line is gpiozero on its MockFactory (no GPIO here)."""
+    from gpiozero import DigitalOutputDevice
+    from gpiozero.pins.mock import MockFactory
+
+    from sensor_node.emulation.mfrc522_chip import EmulatedMfrc522
+
+    factory = MockFactory()
+    reset = DigitalOutputDevice(reset_pin, initial_value=False, pin_factory=factory)
+    pin = factory.pin(reset_pin)
+    chip = EmulatedMfrc522(reset_level=lambda: bool(pin.state))
+    return Mfrc522(chip, reset), chip
 
 
 class EmulatedReaderTaps:
-    """Scripted scans performed on an emulated MFRC522 and read back by the real `mfrc522` code."""
+    """Scripted scans performed on an emulated MFRC522 and read back by the real driver code."""
 
     def __init__(self, script: ScriptedTaps, *, poll_interval_s: float, gone_after_s: float, tap_s: float) -> None:
-        from sensor_node.emulation import rpi_stand_ins
-        from sensor_node.emulation.mfrc522_chip import EmulatedMfrc522
-
-        self.chip = EmulatedMfrc522()
-        rpi_stand_ins.attach(self.chip, 0, 0)
-        with rpi_stand_ins.stand_ins_installed():
-            self._reader = Mfrc522Taps(poll_interval_s=poll_interval_s, gone_after_s=gone_after_s)
+        reader, self.chip = emulated_reader()
+        self._reader = Mfrc522Taps(reader, poll_interval_s=poll_interval_s, gone_after_s=gone_after_s)
         self._script = script
         self._tap_s = tap_s
         self._gap_s = gone_after_s + poll_interval_s
@@ -262,27 +312,21 @@ class EmulatedReaderTaps:
             uid = self._script.next_tap(0.2)
             if uid is None:
                 continue
-            if len(uid) != 4:
-                log.warning("the emulated reader takes 4-byte card UIDs; skipping a %d-byte one", len(uid))
-                continue
             card = Card(uid)
             self.chip.field.place(card)
             card.uid_read.wait(CARD_HOLD_MAX_S)  # held until the reader has it, as a person would
             self._stop.wait(self._tap_s)
-            self.chip.field.remove()
+            self.chip.field.remove(card)
             self._stop.wait(self._gap_s)  # out of the field long enough to count as a new scan
 
     def next_tap(self, timeout: float) -> bytes | None:
         return self._reader.next_tap(timeout)
 
     def close(self) -> None:
-        from sensor_node.emulation import rpi_stand_ins
-
         self._stop.set()
         self._script.close()
         self._thread.join(timeout=2)
         self._reader.close()
-        rpi_stand_ins.detach(0, 0)
 
 
 def open_card_script(cards: str | None) -> ScriptedTaps:
@@ -300,7 +344,7 @@ def open_taps(config: SensorConfig) -> TapSource:
     if rfid.kind is RfidKind.NONE:
         return NoTaps()
     if rfid.kind is RfidKind.MFRC522:
-        return Mfrc522Taps(poll_interval_s=rfid.poll_interval_s, gone_after_s=rfid.gone_after_s)
+        return open_mfrc522(rfid)
     script = open_card_script(rfid.cards_file)
     if rfid.kind is RfidKind.EMULATED:
         return EmulatedReaderTaps(

@@ -28,7 +28,7 @@ class SessionChange:
     reason: SessionEndReason | None = None
 
 
-class SessionTracker:
+class OpenSessionSlot:
     """At most one open session per device. Not thread-safe: the node holds its lock around calls."""
 
     def __init__(self, timeout_s: float) -> None:

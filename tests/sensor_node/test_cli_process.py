@@ -138,9 +138,13 @@ def test_missing_config_bad_cards_and_missing_hardware_are_one_line_errors(
     cases = [
         (["--config", str(tmp_path / "nope.toml")], "config file not found"),
         (["--cards", str(write(tmp_path / "cards.txt", "04a1b2c3\nnope\n"))], "cards.txt:2: card UID is not hex"),
+        (
+            ["--rfid", "emulated", "--cards", str(write(tmp_path / "five.txt", "04112233445566\n0102030405\n"))],
+            "five.txt:2: card UID has 5 bytes, expected 4, 7 or 10",
+        ),
         (["--source", "replay", "--replay", str(tmp_path / "none.npz")], "replay file not found"),
         (["--source", "mlx90640", "--rfid", "none"], "cannot open the I2C bus for the MLX90640"),
-        (["--rfid", "mfrc522"], "cannot load the MFRC522 reader"),
+        (["--rfid", "mfrc522"], "the MFRC522"),
         (["--duration", "0"], "--duration must be positive"),
     ]
     for args, needle in cases:
@@ -179,7 +183,7 @@ def test_demo_command_line_without_config(mosquitto: LocalMosquitto, tmp_path: P
 def test_sigterm_ends_the_session_flushes_and_exits_0(
     mosquitto: LocalMosquitto, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    """The whole emulated device: real adafruit driver on the emulated MLX90640, real mfrc522 code."""
+    """The whole emulated device: real adafruit driver on the emulated MLX90640, the real MFRC522 driver."""
     sub = connect(mosquitto.url)
     got = Collector()
     subscribe_and_wait(sub, "thermo/v1/pi-1/+", got)

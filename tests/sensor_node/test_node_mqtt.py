@@ -16,7 +16,7 @@ from contract.ids import make_patient_ref
 from contract.messages import DeviceState, RfidEventKind, SessionEndReason
 from devtools.local_mosquitto import LocalMosquitto
 from sensor_node.config import SensorConfig
-from sensor_node.rfid import EmulatedReaderTaps, NoTaps, ScriptedTaps, TapSource, uid_from_simple_id
+from sensor_node.rfid import EmulatedReaderTaps, NoTaps, ScriptedTaps, TapSource
 from tests.mqtt_helpers import Collector, connect, subscribe_and_wait
 from tests.sensor_node.conftest import (
     SITE_KEY,
@@ -36,8 +36,7 @@ StartNode = Callable[[SensorConfig, TapSource], RunningNode]
 
 
 def uid_spellings(uid: bytes) -> list[str]:
-    simple_id = int.from_bytes(uid + bytes([uid[0] ^ uid[1] ^ uid[2] ^ uid[3]]), "big")
-    assert uid_from_simple_id(simple_id) == uid
+    simple_id = int.from_bytes(uid + bytes([uid[0] ^ uid[1] ^ uid[2] ^ uid[3]]), "big")  # the old SimpleMFRC522 id
     return [uid.hex(), uid.hex().upper(), ":".join(f"{b:02x}" for b in uid), str(simple_id), str(int.from_bytes(uid))]
 
 
@@ -49,7 +48,7 @@ def test_session_arrives_complete_and_the_uid_never_leaves_the_device(
     got = Collector()
     subscribe_and_wait(sub, "thermo/#", got)
     script = ScriptedTaps()
-    taps = EmulatedReaderTaps(script, poll_interval_s=0.01, gone_after_s=0.5, tap_s=0.05)  # real mfrc522 code
+    taps = EmulatedReaderTaps(script, poll_interval_s=0.01, gone_after_s=0.5, tap_s=0.05)  # the real driver
     running = run_node(fast_config(tmp_path, mosquitto.url, source={"kind": "emulated", "rate_hz": 16}), taps)
     script.push(UID)
     got.wait_until(lambda msgs: len(frames_of(msgs)) >= 12, 15, "12 frames of the session")

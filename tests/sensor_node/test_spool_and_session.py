@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from contract.messages import RfidEventKind, SessionEndReason
-from sensor_node.session import SessionTracker
+from sensor_node.session import OpenSessionSlot
 from sensor_node.spool import RowKind, Spool, SpoolError
 
 
@@ -127,7 +127,7 @@ def test_one_process_per_spool_and_foreign_files_are_refused(tmp_path: Path) -> 
 
 
 def test_same_card_ends_other_card_switches_timeout_ends() -> None:
-    tracker = SessionTracker(timeout_s=60)
+    tracker = OpenSessionSlot(timeout_s=60)
     [start] = tracker.on_scan("aaaaaaaaaaaaaaaa", now=0.0)
     assert start.event is RfidEventKind.SESSION_START
     tracker.count_frame()
