@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -12,9 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloud_bridge.config import BridgeConfig
 from contract import timeseries as schema
 from contract.messages import DeviceState, NodeMetrics, NodeStatus, decode_message
 from contract.topics import NodeChannel, node_topic
+from devtools import component_toml
+from devtools.bench.common import in_workdir, progress_printer
 from devtools.local_mosquitto import LocalMosquitto
 from devtools.local_tsdb import LocalVictoriaMetrics, SeriesKey, compare_series
 from devtools.synthetic_stream import expected_series, make_session
@@ -34,8 +36,7 @@ class BenchOptions:
     rate: float = 0.0
 
 
-def _progress(text: str) -> None:
-    print(f"bench bridge: {text}", file=sys.stderr, flush=True)
+_progress = progress_printer("bridge")
 
 
 class _Watch:
@@ -76,37 +77,23 @@ class _Watch:
 
 
 def _config(workdir: Path, broker_url: str, tsdb_url: str, rows_every: int) -> Path:
-    path = workdir / "bridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-node_id = "{NODE_ID}"
-metrics_interval_s = 0.5
-
-[mqtt]
-url = "{broker_url}"
-client_id = "bench-bridge"
-
-[queue]
-path = "{workdir / "queue.sqlite"}"
-
-[archive]
-path = "{workdir / "archive.sqlite"}"
-
-[influx]
-enabled = true
-url = "{tsdb_url}"
-frame_rows_every = {rows_every}
-batch_items = 2000
-backoff_min_s = 0.2
-backoff_max_s = 1.0
-
-[sessions]
-grace_s = 1.0
-""",
-        encoding="utf-8",
-    )
-    return path
+    data: dict[str, Any] = {
+        "bridge": {"node_id": NODE_ID, "metrics_interval_s": 0.5},
+        "mqtt": {"url": broker_url, "client_id": "bench-bridge"},
+        "queue": {"path": str(workdir / "queue.sqlite")},
+        "archive": {"path": str(workdir / "archive.sqlite")},
+        "influx": {
+            "enabled": True,
+            "url": tsdb_url,
+            "frame_rows_every": rows_every,
+            "batch_items": 2000,
+            "backoff_min_s": 0.2,
+            "backoff_max_s": 1.0,
+        },
+        "sessions": {"grace_s": 1.0},
+    }
+    config = component_toml.build(BridgeConfig, data, source="bench bridge config")
+    return component_toml.write(workdir / "bridge.toml", config)
 
 
 def influx_point_count(expected: dict[SeriesKey, set[int]], exported: dict[SeriesKey, list[int]] | None) -> int:
@@ -122,8 +109,7 @@ def influx_point_count(expected: dict[SeriesKey, set[int]], exported: dict[Serie
 
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="thermoscreen-bench-bridge-") as tmp:
-        return _run(options, Path(tmp))
+    return in_workdir(None, "bridge", lambda workdir: _run(options, workdir))
 
 
 def _run(options: BenchOptions, workdir: Path) -> dict[str, Any]:

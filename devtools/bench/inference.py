@@ -14,7 +14,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -25,14 +24,13 @@ from contract.frame import decode_frame
 from contract.messages import DeviceState, NodeStatus, decode_message
 from contract.model.model_runner import ModelRunner
 from contract.topics import ALL_FRAMES, ALL_VERDICTS, NodeChannel, node_topic, shared
+from devtools.bench.common import Progress
 from devtools.bench.inference_clients import bench_payloads
 from devtools.local_mosquitto import LocalMosquitto
 from transport.connection import Message, MqttConnection, MqttSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_NODE_ID = "bench-node"
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
