@@ -1,7 +1,8 @@
 """The whole system on one machine, as real processes: the demo, end-to-end benches, fault drills.
 
-`LocalStack` provisions a broker exactly as production does (`broker.provisioning`: site CA,
-TLS listener, loopback listener, one account per process, the generated ACL), starts
+`LocalStack` provisions a broker exactly as production does (a `SecureBroker`, built on
+`broker.provisioning`: site CA, TLS listener, loopback listener, one account per process, the
+generated ACL), starts
 Mosquitto, writes one TOML config per component, and runs N inference nodes, the bridge and
 D simulated devices as `thermoscreen <job> --config FILE` child processes (logs in
 `workdir/logs/<name>.log`). A `TrafficMonitor` (account `admin.monitor`, which may read
@@ -41,7 +42,8 @@ and `provision_device(id)` (extra accounts for bench clients; the running broker
 `drain(timeout)`, `archive_counts()`, `check_alive()`, `start_broker()` / `restart_broker()`
 (use these rather than `broker.start()`: they keep the terminal's Ctrl-C away from the
 broker), `describe()`. `start_component`/`restart` wait for a *new* online announcement, not
-a stale status. Attributes: `broker` (LocalMosquitto), `monitor` (TrafficMonitor), `accounts`
+a stale status. Attributes: `secure_broker` (the SecureBroker: provisioning, files,
+accounts), `broker` (its LocalMosquitto process), `monitor` (TrafficMonitor), `accounts`
 (name -> Credentials, incl. `monitor`), `tls_url`, `local_url`, `ca_file`, `site_key_file`,
 `broker_dir`, `archive_path`, `queue_path`, `log_dir`, `config_dir`, `data_dir`, `tsdb`
 (LocalVictoriaMetrics or None). Children run in their own session (no terminal Ctrl-C).
