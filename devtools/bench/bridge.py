@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -19,6 +17,7 @@ from devtools import component_toml
 from devtools.bench.common import in_workdir, progress_printer
 from devtools.local_mosquitto import LocalMosquitto
 from devtools.local_tsdb import LocalVictoriaMetrics, SeriesKey, compare_series
+from devtools.processes import ChildProcess
 from devtools.synthetic_stream import expected_series, make_session
 from transport.connection import Message, MqttConnection, MqttSettings, PublishReceipt
 
@@ -127,8 +126,7 @@ def _run(options: BenchOptions, workdir: Path) -> dict[str, Any]:
     broker.start()
     tsdb = LocalVictoriaMetrics(workdir / "victoria")
     tsdb.start()
-    bridge: subprocess.Popen[bytes] | None = None
-    log = open(workdir / "bridge.log", "wb")  # noqa: SIM115 - closed in the finally below
+    bridge: ChildProcess | None = None
     watcher = MqttConnection(MqttSettings(url=broker.url), client_id="bench-watch")
     publisher = MqttConnection(MqttSettings(url=broker.url, max_inflight=PUBLISH_WINDOW), client_id="bench-pub")
     try:
@@ -137,13 +135,10 @@ def _run(options: BenchOptions, workdir: Path) -> dict[str, Any]:
         watcher.subscribe(node_topic(NODE_ID, NodeChannel.STATUS), watch.status).wait(5.0)
         watcher.subscribe(node_topic(NODE_ID, NodeChannel.METRICS), watch.metric).wait(5.0)
         config = _config(workdir, broker.url, tsdb.url, options.rows_every)
-        bridge = subprocess.Popen(
-            [sys.executable, "-m", "thermoscreen", "bridge", "--config", str(config), "--progress-s", "5"],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+        args = ["bridge", "--config", str(config), "--progress-s", "5"]
+        bridge = ChildProcess("bridge", args, log_dir=workdir, new_session=False).start()
         if not watch.online.wait(60.0):
-            raise RuntimeError(f"the bridge did not come online; see {workdir / 'bridge.log'}")
+            raise RuntimeError(f"the bridge did not come online; see {bridge.log_path}")
         publisher.start()
         _progress(
             f"publishing {len(messages)} messages; TSDB down {options.outage_s:.0f} s after {options.outage_at:.0%}"
@@ -227,12 +222,6 @@ def _run(options: BenchOptions, workdir: Path) -> dict[str, Any]:
         publisher.stop()
         watcher.stop()
         if bridge is not None:
-            bridge.terminate()
-            try:
-                bridge.wait(30)
-            except subprocess.TimeoutExpired:
-                bridge.kill()
-                bridge.wait()
-        log.close()
+            bridge.stop(30.0)
         tsdb.stop()
         broker.stop()
