@@ -21,9 +21,6 @@ so the Influx sink is tested against a real server. What to know when reading ba
 from __future__ import annotations
 
 import json
-import shutil
-import signal
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -31,25 +28,22 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO
 
-from devtools.http_ready import log_tail, wait_http_ok
-from devtools.local_mosquitto import free_port
+from devtools.managed_process import ManagedProcess, ProcessStartError, find_program, free_port
 
 VICTORIA_CANDIDATES = ("victoria-metrics", "victoria-metrics-prod", "/usr/bin/victoria-metrics")
 
 
-class TsdbStartError(RuntimeError):
+class TsdbStartError(ProcessStartError):
     """VictoriaMetrics is missing or did not become healthy; the message says why."""
 
 
 def find_victoria_metrics() -> str:
-    for candidate in VICTORIA_CANDIDATES:
-        path = shutil.which(candidate)
-        if path:
-            return path
-    raise TsdbStartError("victoria-metrics not found: install it (Debian: apt-get install victoria-metrics)")
+    return find_program(
+        VICTORIA_CANDIDATES,
+        TsdbStartError,
+        "victoria-metrics not found: install it (Debian: apt-get install victoria-metrics)",
+    )
 
 
 @dataclass(frozen=True)
@@ -95,82 +89,40 @@ def compare_series(expected: dict[SeriesKey, set[int]], exported: dict[SeriesKey
     return Comparison(present, lost, unexpected, rewrites)
 
 
-class LocalVictoriaMetrics:
+class LocalVictoriaMetrics(ManagedProcess):
     """A VictoriaMetrics process; `restart()` keeps the port and the data directory."""
+
+    name = "victoria-metrics"
+    start_error = TsdbStartError
+    start_timeout_s = 30.0
+    #: SIGTERM makes VictoriaMetrics flush its buffers to disk before exiting: give it time.
+    stop_timeout_s = 30.0
 
     def __init__(self, data_dir: Path, *, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.extra_args = extra_args
-        self.log_path = self.data_dir.parent / f"victoria-metrics-{self.port}.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        super().__init__(self.data_dir.parent / f"victoria-metrics-{self.port}.log")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self, timeout: float = 30.0) -> LocalVictoriaMetrics:
+    def command(self) -> list[str]:
         binary = find_victoria_metrics()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self._proc = subprocess.Popen(
-            [
-                binary,
-                f"-httpListenAddr=127.0.0.1:{self.port}",
-                f"-storageDataPath={self.data_dir}",
-                "-retentionPeriod=100y",
-                "-search.latencyOffset=0s",
-                "-loggerLevel=ERROR",
-                *self.extra_args,
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            rc = wait_http_ok(f"{self.url}/health", self._proc, timeout)
-        except TimeoutError:
-            self.stop()
-            raise TsdbStartError(f"victoria-metrics not healthy on port {self.port} after {timeout:.0f} s") from None
-        if rc is not None:
-            tail = self.log_tail()
-            self.stop()
-            raise TsdbStartError(f"victoria-metrics exited with code {rc} on start; log: {tail}")
-        return self
+        return [
+            binary,
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.data_dir}",
+            "-retentionPeriod=100y",
+            "-search.latencyOffset=0s",
+            "-loggerLevel=ERROR",
+            *self.extra_args,
+        ]
 
-    def log_tail(self, lines: int = 5) -> str:
-        return log_tail(self.log_path, lines)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM and wait: VictoriaMetrics flushes its buffers to disk before exiting."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def restart(self, timeout: float = 30.0) -> None:
-        self.stop()
-        self.start(timeout)
-
-    def __enter__(self) -> LocalVictoriaMetrics:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def wait_ready(self, timeout: float) -> None:
+        self.wait_http_ok(f"{self.url}/health", timeout)
 
     # -- reading back ----------------------------------------------------------------------
     def flush(self) -> None:

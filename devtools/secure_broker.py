@@ -19,6 +19,7 @@ Usage in a test module or conftest:
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -40,7 +41,11 @@ from transport.connection import MqttConnection, MqttSettings
 
 
 class SecureBroker:
-    """`thermoscreen broker init` in `workdir/broker`, then `mosquitto -c` on two free loopback ports."""
+    """`thermoscreen broker init` in `workdir/broker`, then `mosquitto -c` on two free loopback ports.
+
+    The one production-like broker of the dev tools: tests use it directly, and `LocalStack`
+    (the demo, the benches) runs its components against one.
+    """
 
     def __init__(self, workdir: Path, *, hostnames: tuple[str, ...] = ()) -> None:
         self.port = free_port()
@@ -54,11 +59,30 @@ class SecureBroker:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> SecureBroker:
-        self.process.start()
+        """Start Mosquitto (again, after `stop()`/`kill()`), same config and ports.
+
+        SIGINT is blocked while it starts, and the broker inherits that signal mask: a Ctrl-C
+        in the terminal then reaches the caller (the demo shuts down gracefully, pytest tears
+        down), never the broker underneath it.
+        """
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return self
 
     def stop(self) -> None:
         self.process.stop()
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes without a goodbye."""
+        self.process.kill()
+
+    def restart(self) -> None:
+        """Stop the broker (SIGTERM) and start it again; clients reconnect on their own."""
+        self.stop()
+        self.start()
 
     def __enter__(self) -> SecureBroker:
         return self.start()
@@ -70,7 +94,7 @@ class SecureBroker:
 
     @property
     def running(self) -> bool:
-        return self.process.pid is not None
+        return self.process.running
 
     # -- addresses and files ---------------------------------------------------------------
     @property
@@ -89,6 +113,10 @@ class SecureBroker:
     @property
     def ca_file(self) -> Path:
         return self.files.ca_cert
+
+    @property
+    def site_key_file(self) -> Path:
+        return self.files.site_key
 
     @property
     def site_key(self) -> bytes:
@@ -117,10 +145,13 @@ class SecureBroker:
             self.process.reload_and_wait()
 
     # -- clients ---------------------------------------------------------------------------
-    def settings(self, creds: Credentials | None, *, url: str | None = None, **overrides: Any) -> MqttSettings:
-        """MqttSettings over TLS (or `url`) with this account's username and the CA."""
+    def settings(
+        self, creds: Credentials | None, *, url: str | None = None, tls: bool = True, **overrides: Any
+    ) -> MqttSettings:
+        """MqttSettings over TLS (plaintext loopback with `tls=False`, or `url`) with this account's
+        username and the CA."""
         values: dict[str, Any] = {
-            "url": url or self.tls_url,
+            "url": url or (self.tls_url if tls else self.local_url),
             "username": creds.username if creds else None,
             "ca_file": self.ca_file,
             "connect_timeout_s": 5.0,

@@ -1,7 +1,8 @@
 """The whole system on one machine, as real processes: the demo, end-to-end benches, fault drills.
 
-`LocalStack` provisions a broker exactly as production does (`broker.provisioning`: site CA,
-TLS listener, loopback listener, one account per process, the generated ACL), starts
+`LocalStack` provisions a broker exactly as production does (a `SecureBroker`, built on
+`broker.provisioning`: site CA, TLS listener, loopback listener, one account per process, the
+generated ACL), starts
 Mosquitto, writes one TOML config per component, and runs N inference nodes, the bridge and
 D simulated devices as `thermoscreen <job> --config FILE` child processes (logs in
 `workdir/logs/<name>.log`). A `TrafficMonitor` (account `admin.monitor`, which may read
@@ -41,7 +42,8 @@ and `provision_device(id)` (extra accounts for bench clients; the running broker
 `drain(timeout)`, `archive_counts()`, `check_alive()`, `start_broker()` / `restart_broker()`
 (use these rather than `broker.start()`: they keep the terminal's Ctrl-C away from the
 broker), `describe()`. `start_component`/`restart` wait for a *new* online announcement, not
-a stale status. Attributes: `broker` (LocalMosquitto), `monitor` (TrafficMonitor), `accounts`
+a stale status. Attributes: `secure_broker` (the SecureBroker: provisioning, files,
+accounts), `broker` (its LocalMosquitto process), `monitor` (TrafficMonitor), `accounts`
 (name -> Credentials, incl. `monitor`), `tls_url`, `local_url`, `ca_file`, `site_key_file`,
 `broker_dir`, `archive_path`, `queue_path`, `log_dir`, `config_dir`, `data_dir`, `tsdb`
 (LocalVictoriaMetrics or None). Children run in their own session (no terminal Ctrl-C).
@@ -58,12 +60,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from broker.accounts import Role
-from broker.files import BrokerFiles
-from broker.provisioning import Credentials, add_device, add_service, init_broker
-from devtools import stack_configs, toml_text
-from devtools.local_mosquitto import LocalMosquitto, free_port
+from broker.provisioning import Credentials
+from devtools import component_toml, stack_configs
+from devtools.local_mosquitto import LocalMosquitto
 from devtools.processes import ChildProcess, Supervisor
+from devtools.secure_broker import SecureBroker
 from devtools.stack_configs import SessionPlan
 from devtools.traffic import DeviceSnapshot, NodeSnapshot, TrafficMonitor, TrafficSnapshot
 from transport.connection import MqttConnection, MqttSettings
@@ -142,14 +146,11 @@ class LocalStack:
         self.archive_path = self.data_dir / "archive.sqlite"
         self.queue_path = self.data_dir / "bridge-queue.sqlite"
         self.model_dir = (self.options.model_dir or shipped_model_dir()).resolve()
-        self.port = free_port()
-        self.tls_port = free_port()
         self.supervisor = Supervisor(self.log_dir)
         self.accounts: dict[str, Credentials] = {}
         self.device_ids: list[str] = []
         self.node_ids: list[str] = []
-        self._broker_files: BrokerFiles | None = None
-        self._broker: LocalMosquitto | None = None
+        self._secure: SecureBroker | None = None
         self._monitor: TrafficMonitor | None = None
         self.tsdb: LocalVictoriaMetrics | None = None
         self._device_count = 0
@@ -157,32 +158,45 @@ class LocalStack:
 
     # -- addresses -------------------------------------------------------------------------
     @property
+    def secure_broker(self) -> SecureBroker:
+        """The provisioned broker (files, accounts, the Mosquitto process)."""
+        if self._secure is None:
+            raise RuntimeError("the stack's broker was not started")
+        return self._secure
+
+    @property
+    def broker(self) -> LocalMosquitto:
+        return self.secure_broker.process
+
+    @property
+    def port(self) -> int:
+        return self.secure_broker.port
+
+    @property
+    def tls_port(self) -> int:
+        return self.secure_broker.tls_port
+
+    @property
     def tls_url(self) -> str:
         """Where the components connect: the TLS listener, as in production."""
-        return f"mqtts://127.0.0.1:{self.tls_port}"
+        return self.secure_broker.tls_url
 
     @property
     def local_url(self) -> str:
         """The plaintext loopback listener (passwords and ACL still apply); the monitor uses it."""
-        return f"mqtt://127.0.0.1:{self.port}"
+        return self.secure_broker.local_url
 
     @property
     def broker_dir(self) -> Path:
-        return self.workdir / "broker"
+        return self.secure_broker.dir
 
     @property
     def ca_file(self) -> Path:
-        return self.broker_dir / "ca.crt"
+        return self.secure_broker.ca_file
 
     @property
     def site_key_file(self) -> Path:
-        return self.broker_dir / "site.key"
-
-    @property
-    def broker(self) -> LocalMosquitto:
-        if self._broker is None:
-            raise RuntimeError("the stack's broker was not started")
-        return self._broker
+        return self.secure_broker.site_key_file
 
     @property
     def monitor(self) -> TrafficMonitor:
@@ -229,8 +243,8 @@ class LocalStack:
         self.supervisor.stop_all(timeout=10.0)
         if self._monitor is not None:
             self._monitor.stop()
-        if self._broker is not None:
-            self._broker.stop()
+        if self._secure is not None:
+            self._secure.stop()
         if self.tsdb is not None:
             self.tsdb.stop()
 
@@ -286,71 +300,44 @@ class LocalStack:
     # -- the broker and accounts -----------------------------------------------------------
     def _start_broker(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._broker_files = init_broker(self.broker_dir, port=self.port, tls_port=self.tls_port, tls_bind="127.0.0.1")
-        run_dir = self.workdir / "mosquitto-run"
-        run_dir.mkdir(exist_ok=True)
-        self.accounts[MONITOR_NAME] = add_service(self.broker_dir, Role.ADMIN, MONITOR_NAME)
-        self._broker = LocalMosquitto(self._broker_files.config, ports=[self.port, self.tls_port], workdir=run_dir)
+        self._secure = SecureBroker(self.workdir)
+        self.accounts[MONITOR_NAME] = self._secure.add_service(Role.ADMIN, MONITOR_NAME)
         self.start_broker()
         creds = self.accounts[MONITOR_NAME]
-        settings = MqttSettings(url=self.local_url, username=creds.username, connect_timeout_s=10.0)
+        settings = self.settings(creds, tls=False)
         self._monitor = TrafficMonitor(settings, password=creds.password).start()
 
     def start_broker(self) -> None:
         """Start (or start again, after `broker.stop()`/`broker.kill()`) Mosquitto, same config and ports.
 
-        SIGINT is blocked while it starts, and the broker inherits that signal mask: a Ctrl-C
-        in the terminal then reaches the demo (which shuts down gracefully), not the broker.
+        Use this rather than `broker.start()`: it keeps the terminal's Ctrl-C away from the broker.
         """
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            self.broker.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        self.secure_broker.start()
 
     def restart_broker(self) -> None:
         """Stop the broker (SIGTERM) and start it again; clients reconnect on their own."""
-        self.broker.stop()
-        self.start_broker()
-
-    def _reload(self) -> None:
-        if self._broker is not None and self._broker.pid is not None:
-            self._broker.reload_and_wait()
+        self.secure_broker.restart()
 
     def provision(self, role: Role | str, name: str) -> Credentials:
         """A new service account `<role>.<name>` (the running broker reloads before this returns)."""
-        creds = add_service(self.broker_dir, role, name)
-        self._reload()
-        return creds
+        return self.secure_broker.add_service(role, name)
 
     def provision_device(self, device_id: str) -> Credentials:
         """A new device account (username = device id); the running broker reloads."""
-        creds = add_device(self.broker_dir, device_id)
-        self._reload()
-        return creds
+        return self.secure_broker.add_device(device_id)
 
     def settings(self, creds: Credentials, *, tls: bool = True, **overrides: Any) -> MqttSettings:
         """MqttSettings for an in-process client with this account (TLS by default)."""
-        values: dict[str, Any] = {
-            "url": self.tls_url if tls else self.local_url,
-            "username": creds.username,
-            "ca_file": self.ca_file if tls else None,
-            "connect_timeout_s": 10.0,
-            **overrides,
-        }
-        return MqttSettings(**values)
+        return self.secure_broker.settings(creds, tls=tls, **{"connect_timeout_s": 10.0, **overrides})
 
     def connect(self, creds: Credentials, *, tls: bool = True, **overrides: Any) -> MqttConnection:
         """A started connection as this account."""
         return MqttConnection(self.settings(creds, tls=tls, **overrides), password=creds.password).start()
 
     # -- components ------------------------------------------------------------------------
-    def _write_config(self, name: str, config: Mapping[str, object], overrides: Mapping[str, object]) -> Path:
-        self.config_dir.mkdir(parents=True, exist_ok=True)
-        path = self.config_dir / f"{name}.toml"
-        text = f"# {name}: generated by devtools.stack; the password is in ${PASSWORD_ENV}\n"
-        path.write_text(text + toml_text.dumps(toml_text.merge(config, overrides)), encoding="utf-8")
-        return path
+    def _write_config(self, name: str, config: BaseModel) -> Path:
+        header = f"{name}: generated by devtools.stack; the password is in ${PASSWORD_ENV}"
+        return component_toml.write(self.config_dir / f"{name}.toml", config, header=header)
 
     def _spawn(self, name: str, args: list[str], creds: Credentials) -> ChildProcess:
         env = {PASSWORD_ENV: creds.password, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -368,8 +355,9 @@ class LocalStack:
             metrics_interval_s=self.options.metrics_interval_s,
             session_grace_s=self.options.session_grace_s,
             durable=self.options.durable,
+            overrides=self.options.bridge_overrides,
         )
-        path = self._write_config(BRIDGE, config, self.options.bridge_overrides)
+        path = self._write_config(BRIDGE, config)
         self._spawn(BRIDGE, ["bridge", "--config", str(path), "--progress-s", "5", "--json"], creds)
         return BRIDGE
 
@@ -384,8 +372,9 @@ class LocalStack:
             creds=creds,
             model_dir=self.model_dir,
             metrics_interval_s=self.options.metrics_interval_s,
+            overrides=self.options.inference_overrides,
         )
-        path = self._write_config(name, config, self.options.inference_overrides)
+        path = self._write_config(name, config)
         self._spawn(name, ["infer", "--config", str(path), "--node-id", name], creds)
         self.node_ids.append(name)
         return name
@@ -412,8 +401,9 @@ class LocalStack:
             anonymous_capture=self.options.anonymous_capture,
             status_interval_s=self.options.status_interval_s,
             durable=self.options.durable,
+            overrides=self.options.sensor_overrides,
         )
-        path = self._write_config(device_id, config, self.options.sensor_overrides)
+        path = self._write_config(device_id, config)
         self._spawn(device_id, ["sensor", "--config", str(path)], creds)
         self.device_ids.append(device_id)
         return device_id

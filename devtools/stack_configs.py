@@ -1,16 +1,26 @@
-"""The TOML configs and card scripts the local stack writes for each component it starts.
+"""The configs and card scripts the local stack writes for each component it starts.
 
 Why generated files rather than CLI flags: each component then runs exactly as an operator
 would run it (`thermoscreen <job> --config FILE`, the password in THERMOSCREEN_MQTT_PASSWORD,
-the CA in `mqtt.ca_file`), so the demo and the benches exercise the production path.
+the CA in `mqtt.ca_file`), so the demo and the benches exercise the production path. Each
+config is the component's own pydantic model (dotted-key overrides applied, validated), which
+`devtools.component_toml` writes as TOML.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from broker.provisioning import Credentials
+from cloud_bridge.config import BridgeConfig
+from devtools.component_toml import build
+from inference_node.config import InferenceConfig
+from sensor_node.config import SensorConfig
+
+#: Dotted config keys and their values (`{"spool.window": 64}`), applied over a generated config.
+Overrides = Mapping[str, object]
 
 
 @dataclass(frozen=True)
@@ -66,11 +76,12 @@ def sensor_config(
     anonymous_capture: bool,
     status_interval_s: float,
     durable: bool,
-) -> dict[str, object]:
+    overrides: Overrides | None = None,
+) -> SensorConfig:
     source: dict[str, object] = {"kind": "replay" if replay else "synthetic", "rate_hz": rate_hz}
     if replay is not None:
         source["replay"] = {"path": str(replay)}
-    return {
+    data = {
         "device": {"id": device_id},
         "source": source,
         "rfid": {
@@ -83,18 +94,26 @@ def sensor_config(
         "status": {"interval_s": status_interval_s},
         "mqtt": mqtt_table(url, creds),
     }
+    return build(SensorConfig, data, source=f"{device_id} config", overrides=overrides)
 
 
 def inference_config(
-    *, node_id: str, url: str, creds: Credentials, model_dir: Path, metrics_interval_s: float
-) -> dict[str, object]:
-    return {
+    *,
+    node_id: str,
+    url: str,
+    creds: Credentials,
+    model_dir: Path,
+    metrics_interval_s: float,
+    overrides: Overrides | None = None,
+) -> InferenceConfig:
+    data = {
         "node_id": node_id,
         "model_dir": str(model_dir),
         "model_poll_s": 0.0,
         "metrics_interval_s": metrics_interval_s,
         "mqtt": mqtt_table(url, creds),
     }
+    return build(InferenceConfig, data, source=f"{node_id} config", overrides=overrides)
 
 
 def bridge_config(
@@ -108,8 +127,9 @@ def bridge_config(
     metrics_interval_s: float,
     session_grace_s: float,
     durable: bool,
-) -> dict[str, object]:
-    config: dict[str, object] = {
+    overrides: Overrides | None = None,
+) -> BridgeConfig:
+    data: dict[str, object] = {
         "bridge": {"node_id": node_id, "metrics_interval_s": metrics_interval_s, "shutdown_drain_s": 10.0},
         "sessions": {"grace_s": session_grace_s},
         "queue": {"path": str(queue), "synchronous": "full" if durable else "normal"},
@@ -117,5 +137,5 @@ def bridge_config(
         "mqtt": mqtt_table(url, creds),
     }
     if influx_url is not None:
-        config["influx"] = {"enabled": True, "url": influx_url}
-    return config
+        data["influx"] = {"enabled": True, "url": influx_url}
+    return build(BridgeConfig, data, source=f"{node_id} bridge config", overrides=overrides)

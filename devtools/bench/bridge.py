@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -12,11 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloud_bridge.config import BridgeConfig
 from contract import timeseries as schema
 from contract.messages import DeviceState, NodeMetrics, NodeStatus, decode_message
 from contract.topics import NodeChannel, node_topic
+from devtools import component_toml
+from devtools.bench.common import in_workdir, progress_printer
 from devtools.local_mosquitto import LocalMosquitto
 from devtools.local_tsdb import LocalVictoriaMetrics, SeriesKey, compare_series
+from devtools.processes import ChildProcess
 from devtools.synthetic_stream import expected_series, make_session
 from transport.connection import Message, MqttConnection, MqttSettings, PublishReceipt
 
@@ -34,8 +35,7 @@ class BenchOptions:
     rate: float = 0.0
 
 
-def _progress(text: str) -> None:
-    print(f"bench bridge: {text}", file=sys.stderr, flush=True)
+_progress = progress_printer("bridge")
 
 
 class _Watch:
@@ -76,37 +76,23 @@ class _Watch:
 
 
 def _config(workdir: Path, broker_url: str, tsdb_url: str, rows_every: int) -> Path:
-    path = workdir / "bridge.toml"
-    path.write_text(
-        f"""
-[bridge]
-node_id = "{NODE_ID}"
-metrics_interval_s = 0.5
-
-[mqtt]
-url = "{broker_url}"
-client_id = "bench-bridge"
-
-[queue]
-path = "{workdir / "queue.sqlite"}"
-
-[archive]
-path = "{workdir / "archive.sqlite"}"
-
-[influx]
-enabled = true
-url = "{tsdb_url}"
-frame_rows_every = {rows_every}
-batch_items = 2000
-backoff_min_s = 0.2
-backoff_max_s = 1.0
-
-[sessions]
-grace_s = 1.0
-""",
-        encoding="utf-8",
-    )
-    return path
+    data: dict[str, Any] = {
+        "bridge": {"node_id": NODE_ID, "metrics_interval_s": 0.5},
+        "mqtt": {"url": broker_url, "client_id": "bench-bridge"},
+        "queue": {"path": str(workdir / "queue.sqlite")},
+        "archive": {"path": str(workdir / "archive.sqlite")},
+        "influx": {
+            "enabled": True,
+            "url": tsdb_url,
+            "frame_rows_every": rows_every,
+            "batch_items": 2000,
+            "backoff_min_s": 0.2,
+            "backoff_max_s": 1.0,
+        },
+        "sessions": {"grace_s": 1.0},
+    }
+    config = component_toml.build(BridgeConfig, data, source="bench bridge config")
+    return component_toml.write(workdir / "bridge.toml", config)
 
 
 def influx_point_count(expected: dict[SeriesKey, set[int]], exported: dict[SeriesKey, list[int]] | None) -> int:
@@ -122,8 +108,7 @@ def influx_point_count(expected: dict[SeriesKey, set[int]], exported: dict[Serie
 
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="thermoscreen-bench-bridge-") as tmp:
-        return _run(options, Path(tmp))
+    return in_workdir(None, "bridge", lambda workdir: _run(options, workdir))
 
 
 def _run(options: BenchOptions, workdir: Path) -> dict[str, Any]:
@@ -141,8 +126,7 @@ def _run(options: BenchOptions, workdir: Path) -> dict[str, Any]:
     broker.start()
     tsdb = LocalVictoriaMetrics(workdir / "victoria")
     tsdb.start()
-    bridge: subprocess.Popen[bytes] | None = None
-    log = open(workdir / "bridge.log", "wb")  # noqa: SIM115 - closed in the finally below
+    bridge: ChildProcess | None = None
     watcher = MqttConnection(MqttSettings(url=broker.url), client_id="bench-watch")
     publisher = MqttConnection(MqttSettings(url=broker.url, max_inflight=PUBLISH_WINDOW), client_id="bench-pub")
     try:
@@ -151,13 +135,10 @@ def _run(options: BenchOptions, workdir: Path) -> dict[str, Any]:
         watcher.subscribe(node_topic(NODE_ID, NodeChannel.STATUS), watch.status).wait(5.0)
         watcher.subscribe(node_topic(NODE_ID, NodeChannel.METRICS), watch.metric).wait(5.0)
         config = _config(workdir, broker.url, tsdb.url, options.rows_every)
-        bridge = subprocess.Popen(
-            [sys.executable, "-m", "thermoscreen", "bridge", "--config", str(config), "--progress-s", "5"],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+        args = ["bridge", "--config", str(config), "--progress-s", "5"]
+        bridge = ChildProcess("bridge", args, log_dir=workdir, new_session=False).start()
         if not watch.online.wait(60.0):
-            raise RuntimeError(f"the bridge did not come online; see {workdir / 'bridge.log'}")
+            raise RuntimeError(f"the bridge did not come online; see {bridge.log_path}")
         publisher.start()
         _progress(
             f"publishing {len(messages)} messages; TSDB down {options.outage_s:.0f} s after {options.outage_at:.0%}"
@@ -241,12 +222,6 @@ def _run(options: BenchOptions, workdir: Path) -> dict[str, Any]:
         publisher.stop()
         watcher.stop()
         if bridge is not None:
-            bridge.terminate()
-            try:
-                bridge.wait(30)
-            except subprocess.TimeoutExpired:
-                bridge.kill()
-                bridge.wait()
-        log.close()
+            bridge.stop(30.0)
         tsdb.stop()
         broker.stop()

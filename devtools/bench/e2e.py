@@ -11,21 +11,18 @@ Window: after a warm-up, CPU of every process and the verdicts are measured over
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from broker.provisioning import add_device
 from contract.topics import ROOT
+from devtools.bench.common import Progress, in_workdir
 from devtools.bench.cpu_meter import CpuMeter, cores, find_child
 from devtools.bench.landed import StoredFrames, archive_frames
 from devtools.load_client import LoadGeneratorProcess
 from devtools.load_generator import DeviceAccount
-
-Progress = Callable[[str], None]
 
 #: The issue's goal: p99 capture-to-verdict latency at 1,000 frames/s offered on loopback.
 P99_GOAL_MS = 20.0
@@ -108,11 +105,7 @@ def limits_note(result: dict[str, Any]) -> str:
 
 
 def run_e2e(options: E2eOptions, progress: Progress) -> dict[str, Any]:
-    if options.workdir is not None:
-        options.workdir.mkdir(parents=True, exist_ok=True)
-        return _run(options, options.workdir, progress)
-    with tempfile.TemporaryDirectory(prefix="thermoscreen-bench-e2e-") as tmp:
-        return _run(options, Path(tmp), progress)
+    return in_workdir(options.workdir, "e2e", lambda workdir: _run(options, workdir, progress))
 
 
 def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, Any]:

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from devtools.bench.common import progress_printer
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -50,8 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
-def _progress(message: str) -> None:
-    print(f"bench e2e: {message}", file=sys.stderr, flush=True)
+_progress = progress_printer("e2e")
 
 
 def run(args: argparse.Namespace) -> int:

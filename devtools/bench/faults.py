@@ -12,13 +12,12 @@ from __future__ import annotations
 import base64
 import os
 import re
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devtools.bench.common import Progress, in_workdir
 from devtools.bench.cpu_meter import cores
 from devtools.bench.e2e import provision_devices
 from devtools.bench.fault_scenarios import (
@@ -37,8 +36,6 @@ from devtools.load_generator import BAD_SEQ_BASE, INJECT_PREFIX_BYTES, impostor_
 from devtools.local_mosquitto import free_port
 from devtools.local_tsdb import LocalVictoriaMetrics
 from devtools.stack import BRIDGE_NODE_ID, LocalStack, StackOptions
-
-Progress = Callable[[str], None]
 
 #: How often recovery and landing are checked (reads the archive and exports from the TSDB).
 POLL_S = 0.25
@@ -100,11 +97,7 @@ class Offered:
 
 
 def run_faults(options: FaultOptions, progress: Progress) -> dict[str, Any]:
-    if options.workdir is not None:
-        options.workdir.mkdir(parents=True, exist_ok=True)
-        return _run(options, options.workdir, progress)
-    with tempfile.TemporaryDirectory(prefix="thermoscreen-bench-faults-") as tmp:
-        return _run(options, Path(tmp), progress)
+    return in_workdir(options.workdir, "faults", lambda workdir: _run(options, workdir, progress))
 
 
 def _run(options: FaultOptions, workdir: Path, progress: Progress) -> dict[str, Any]:

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from devtools.bench.common import progress_printer
 
 # Stdlib-only module: importing it keeps `--help` fast.
 from devtools.bench.fault_scenarios import SCENARIOS
@@ -53,8 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
-def _progress(message: str) -> None:
-    print(f"bench faults: {message}", file=sys.stderr, flush=True)
+_progress = progress_printer("faults")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -25,14 +23,15 @@ from contract.frame import decode_frame
 from contract.messages import DeviceState, NodeStatus, decode_message
 from contract.model.model_runner import ModelRunner
 from contract.topics import ALL_FRAMES, ALL_VERDICTS, NodeChannel, node_topic, shared
+from devtools.bench.common import Progress
 from devtools.bench.inference_clients import bench_payloads
 from devtools.local_mosquitto import LocalMosquitto
+from devtools.managed_process import ProcessStartError
+from devtools.processes import ChildProcess
 from transport.connection import Message, MqttConnection, MqttSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_NODE_ID = "bench-node"
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -148,9 +147,9 @@ def _wait_online(url: str, node_id: str, proc: subprocess.Popen[bytes], timeout:
         deadline = time.monotonic() + timeout
         while not online.wait(0.2):
             if proc.poll() is not None:
-                raise RuntimeError(f"inference node exited with code {proc.returncode} before going online")
+                raise ProcessStartError(f"inference node exited with code {proc.returncode} before going online")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"inference node not online after {timeout:.0f} s")
+                raise ProcessStartError(f"inference node not online after {timeout:.0f} s")
     finally:
         conn.stop()
 
@@ -163,31 +162,22 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
-class _NodeProcess:
-    """`thermoscreen infer` as a subprocess, online when constructed; `stop()` sends SIGTERM."""
+class _NodeProcess(ChildProcess):
+    """`thermoscreen infer` as a child process; `start()` returns once it announced itself online."""
+
+    start_timeout_s = 60.0
+    stop_timeout_s = 30.0
 
     def __init__(self, url: str, settings: BenchSettings, log_path: Path) -> None:
-        cmd = ["-m", "thermoscreen", "infer", "--broker", url, "--node-id", BENCH_NODE_ID]
-        cmd += ["--model", str(settings.model_dir), "--batch", str(settings.batch)]
-        cmd += ["--batch-ms", str(settings.batch_ms), "--variant", settings.variant]
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                _python(*cmd), stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=Path.cwd()
-            )
-        try:
-            _wait_online(url, BENCH_NODE_ID, self.proc, 60)
-        except RuntimeError:
-            self.stop()
-            raise
+        args = ["infer", "--broker", url, "--node-id", BENCH_NODE_ID]
+        args += ["--model", str(settings.model_dir), "--batch", str(settings.batch)]
+        args += ["--batch-ms", str(settings.batch_ms), "--variant", settings.variant]
+        super().__init__(log_path.stem, args, log_dir=log_path.parent, env=_env(), cwd=Path.cwd(), new_session=False)
+        self.url = url
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+    def wait_ready(self, timeout: float) -> None:
+        assert self.proc is not None
+        _wait_online(self.url, BENCH_NODE_ID, self.proc, timeout)
 
 
 def measure_node(url: str, settings: BenchSettings, node: _NodeProcess) -> dict[str, Any]:
@@ -195,10 +185,12 @@ def measure_node(url: str, settings: BenchSettings, node: _NodeProcess) -> dict[
     # The observer takes verdicts at QoS 0 so that it costs the shared CPUs as little as possible;
     # losses would still show as frames_lost.
     counter = _Counter(url, ALL_VERDICTS, settings.frames, verdicts=True, timeout=300, qos=0)
-    cpu_before = _cpu_seconds(node.proc.pid)
+    pid = node.pid
+    assert pid is not None, "the node runs while it is measured"
+    cpu_before = _cpu_seconds(pid)
     published = _publish(url, settings.frames, settings.devices)
     saturated = counter.result(60)
-    cpu_after = _cpu_seconds(node.proc.pid)
+    cpu_after = _cpu_seconds(pid)
     cpu_ms = None
     if cpu_before is not None and cpu_after is not None and saturated.get("received"):
         cpu_ms = (cpu_after - cpu_before) * 1000.0 / saturated["received"]
@@ -223,7 +215,7 @@ def run_bench(settings: BenchSettings, progress: Progress) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="thermoscreen-bench-inference-"))
     relays: list[dict[str, Any]] = []
     nodes: list[dict[str, Any]] = []
-    exit_codes: list[int] = []
+    exit_codes: list[int | None] = []
     paced: dict[str, Any] = {}
     with LocalMosquitto(workdir=workdir) as broker:
         for round_no in range(1, settings.rounds + 1):
@@ -232,7 +224,7 @@ def run_bench(settings: BenchSettings, progress: Progress) -> dict[str, Any]:
             )
             relays.append(measure_relay(broker.url, settings))
             progress(f"round {round_no}/{settings.rounds}: one node, {settings.frames} frames as fast as they come")
-            node = _NodeProcess(broker.url, settings, workdir / "node.log")
+            node = _NodeProcess(broker.url, settings, workdir / "node.log").start()
             try:
                 nodes.append(measure_node(broker.url, settings, node))
                 if round_no == settings.rounds:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
+
+from devtools.bench.common import progress_printer
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
-def _progress(message: str) -> None:
-    print(f"bench inference: {message}", file=sys.stderr, flush=True)
+_progress = progress_printer("inference")
 
 
 def run(args: argparse.Namespace) -> int:

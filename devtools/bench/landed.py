@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from devtools.local_tsdb import LocalVictoriaMetrics
@@ -50,26 +50,28 @@ def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
 
+def _archive_rows(path: Path, columns: str, table: str, devices: list[str]) -> list[tuple[Any, ...]]:
+    """`columns` of `table` rows of `devices`, read-only ([] before the bridge created file or table)."""
+    if not path.exists() or not devices:
+        return []
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+    try:
+        conn.execute("PRAGMA busy_timeout=10000")
+        sql = f"SELECT {columns} FROM {table} WHERE device_id IN ({_placeholders(len(devices))})"
+        return list(conn.execute(sql, devices).fetchall())
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        conn.close()
+
+
 def archive_frames(path: Path, devices: Iterable[str]) -> StoredFrames:
     """Frames of `devices` in the archive (empty before the bridge created it)."""
     wanted = list(devices)
     out = StoredFrames({d: {} for d in wanted})
-    if not path.exists() or not wanted:
-        return out
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
-    try:
-        conn.execute("PRAGMA busy_timeout=10000")
-        rows = conn.execute(
-            f"SELECT device_id, seq, capture_ns FROM frames WHERE device_id IN ({_placeholders(len(wanted))})",
-            wanted,
-        ).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return out
-        raise
-    finally:
-        conn.close()
-    for device_id, seq, capture_ns in rows:
+    for device_id, seq, capture_ns in _archive_rows(path, "device_id, seq, capture_ns", "frames", wanted):
         frames = out.frames.setdefault(str(device_id), {})
         if int(seq) in frames:
             out.duplicates += 1
@@ -81,8 +83,9 @@ def archive_verdicts(path: Path, devices: Iterable[str]) -> dict[str, set[int]]:
     """Sequence numbers with a stored frame verdict, per device."""
     wanted = list(devices)
     out: dict[str, set[int]] = {d: set() for d in wanted}
-    if not path.exists() or not wanted:
-        return out
+    for device_id, seq in _archive_rows(path, "device_id, seq", "verdicts", wanted):
+        out.setdefault(str(device_id), set()).add(int(seq))
+    return out
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
     try:
         rows = conn.execute(

@@ -16,11 +16,13 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
+from pydantic import BaseModel
 
 from broker.provisioning import Credentials
+from cloud_bridge.config import BridgeConfig
 from contract import topics as t
 from contract.messages import (
     DeviceState,
@@ -31,7 +33,10 @@ from contract.messages import (
     Verdict,
     decode_message,
 )
+from devtools import component_toml
 from devtools.secure_broker import SecureBroker
+from inference_node.config import InferenceConfig
+from sensor_node.config import SensorConfig
 from tests.mqtt_helpers import Collector, subscribe_and_wait
 from transport.connection import Message
 
@@ -43,17 +48,12 @@ STARTUP_S = 90.0
 FLOW_S = 60.0
 
 
-def _toml_str(value: object) -> str:
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+def _mqtt_table(broker: SecureBroker, creds: Credentials) -> dict[str, str]:
+    return {"url": broker.tls_url, "username": creds.username, "ca_file": str(creds.ca)}
 
 
-def _mqtt_table(broker: SecureBroker, creds: Credentials) -> str:
-    return (
-        "[mqtt]\n"
-        f"url = {_toml_str(broker.tls_url)}\n"
-        f"username = {_toml_str(creds.username)}\n"
-        f"ca_file = {_toml_str(creds.ca)}\n"
-    )
+def _write(path: Path, model: type[BaseModel], data: dict[str, Any]) -> None:
+    component_toml.write(path, component_toml.build(model, data, source=path.name))
 
 
 class Component:
@@ -148,21 +148,33 @@ def test_sensor_inference_and_bridge_over_tls(
     bridge = secure_broker.add_service("bridge", "main")
     admin = secure_broker.add_service("admin", "ops")
 
-    (work / "bridge.toml").write_text(
-        '[bridge]\nnode_id = "main"\nmetrics_interval_s = 1.0\n'
-        "[sessions]\ngrace_s = 0.5\n"
-        f'[queue]\npath = {_toml_str(work / "queue.sqlite")}\nsynchronous = "normal"\n'
-        f"[archive]\npath = {_toml_str(work / 'archive.sqlite')}\n" + _mqtt_table(secure_broker, bridge)
+    _write(
+        work / "bridge.toml",
+        BridgeConfig,
+        {
+            "bridge": {"node_id": "main", "metrics_interval_s": 1.0},
+            "sessions": {"grace_s": 0.5},
+            "queue": {"path": str(work / "queue.sqlite"), "synchronous": "normal"},
+            "archive": {"path": str(work / "archive.sqlite")},
+            "mqtt": _mqtt_table(secure_broker, bridge),
+        },
     )
-    (work / "inference.toml").write_text(
-        "model_poll_s = 0\nmetrics_interval_s = 1.0\n" + _mqtt_table(secure_broker, inference)
+    _write(
+        work / "inference.toml",
+        InferenceConfig,
+        {"model_poll_s": 0, "metrics_interval_s": 1.0, "mqtt": _mqtt_table(secure_broker, inference)},
     )
-    (work / "sensor.toml").write_text(
-        '[device]\nid = "pi-1"\n'
-        '[source]\nkind = "synthetic"\nrate_hz = 8.0\n'
-        f'[rfid]\nkind = "scripted"\ncards_file = "-"\nsite_key_file = {_toml_str(device.site_key_file)}\n'
-        f'[spool]\npath = {_toml_str(work / "spool.sqlite")}\nsynchronous = "normal"\n'
-        "[status]\ninterval_s = 1.0\n" + _mqtt_table(secure_broker, device)
+    _write(
+        work / "sensor.toml",
+        SensorConfig,
+        {
+            "device": {"id": "pi-1"},
+            "source": {"kind": "synthetic", "rate_hz": 8.0},
+            "rfid": {"kind": "scripted", "cards_file": "-", "site_key_file": str(device.site_key_file)},
+            "spool": {"path": str(work / "spool.sqlite"), "synchronous": "normal"},
+            "status": {"interval_s": 1.0},
+            "mqtt": _mqtt_table(secure_broker, device),
+        },
     )
 
     watcher = secure_broker.connect(admin)

@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,10 +36,9 @@ from contract.messages import (
 )
 from contract.sensor import block_average
 from dashboards.generate import GENERATED_DIR, iter_queries
-from devtools.local_mosquitto import free_port, wait_for_port
+from devtools.local_influxd import InfluxdStartError, LocalInfluxd, find_influxd
 from sensor_node.synthetic_scene import synthetic_thermograms
 
-INFLUXD = shutil.which("influxd")
 DB = "thermoscreen"
 DEVICE = "dev-01"
 PATIENT = "0123456789abcdef"
@@ -52,62 +47,29 @@ THRESHOLD = 0.5
 
 
 class Influx:
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
+    """The `thermoscreen` database of a local influxd."""
 
-    def _post(self, path: str, params: dict[str, str], body: bytes | None = None) -> bytes:
-        url = f"{self.base}{path}?{urllib.parse.urlencode(params)}"
-        with urllib.request.urlopen(urllib.request.Request(url, data=body or b"", method="POST"), timeout=30) as r:
-            data: bytes = r.read()
-            return data
+    def __init__(self, server: LocalInfluxd) -> None:
+        self.server = server
 
     def query(self, q: str) -> dict[str, Any]:
-        reply = json.loads(self._post("/query", {"db": DB, "q": q, "epoch": "ms"}))
-        result: dict[str, Any] = reply["results"][0]
-        if "error" in result:
-            raise AssertionError(f"{q}\n-> {result['error']}")
-        return result
+        return self.server.query(DB, q)
 
     def write(self, lines: list[str]) -> None:
-        self._post("/write", {"db": DB, "precision": "ns"}, "\n".join(lines).encode())
+        self.server.write(DB, lines)
 
 
 @pytest.fixture(scope="module")
 def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influx]:
-    if INFLUXD is None:
-        pytest.skip("influxd is not installed (Debian package `influxdb`; scripts/system-deps.sh installs it)")
-    root = tmp_path_factory.mktemp("influxdb")
-    port, rpc = free_port(), free_port()
-    (root / "influxdb.conf").write_text(
-        f"""reporting-disabled = true
-bind-address = "127.0.0.1:{rpc}"
-[meta]
-  dir = "{root}/meta"
-[data]
-  dir = "{root}/data"
-  wal-dir = "{root}/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:{port}"
-  log-enabled = false
-[monitor]
-  store-enabled = false
-[continuous_queries]
-  enabled = false
-"""
-    )
-    log = (root / "influxd.log").open("wb")
-    proc = subprocess.Popen([INFLUXD, "-config", str(root / "influxdb.conf")], stdout=log, stderr=log)
     try:
-        wait_for_port("127.0.0.1", port, timeout=30, proc=proc)
-        server = Influx(port)
-        server.query(f'CREATE DATABASE "{DB}"')
-        server.write(_scenario_lines(time.time_ns()))
-        yield server
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        find_influxd()
+    except InfluxdStartError:
+        pytest.skip("influxd is not installed (Debian package `influxdb`; scripts/system-deps.sh installs it)")
+    with LocalInfluxd(tmp_path_factory.mktemp("influxdb")) as server:
+        db = Influx(server)
+        db.query(f'CREATE DATABASE "{DB}"')
+        db.write(_scenario_lines(time.time_ns()))
+        yield db
 
 
 def _scenario_lines(now_ns: int) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import time
-import tomllib
 
 import numpy as np
 
@@ -24,7 +23,6 @@ from contract.messages import (
     Verdict,
     encode_message,
 )
-from devtools import toml_text
 from devtools.live_view import SCREENING_AID, LiveView, ViewContext, progress_line, render_view
 from devtools.local_mosquitto import LocalMosquitto
 from devtools.traffic import TrafficMonitor, TrafficSnapshot, frame_key
@@ -157,17 +155,3 @@ def _check_live_view_output(snap: TrafficSnapshot, ctx: ViewContext) -> None:
     lines = pipe.getvalue().splitlines()
     assert 2 <= len(lines) <= 4 and all(line.startswith("demo ") for line in lines)
     assert checks, "the liveness check runs while the view is shown"
-
-
-def test_toml_text_round_trips_and_merges() -> None:
-    data = {"node_id": "a", "n": 3, "x": 0.5, "ok": True, "mqtt": {"url": 'mqtts://h:1/"q"', "ca_file": None}}
-    merged = toml_text.merge(data, {"mqtt.qos": 1, "spool.window": 64})
-    assert tomllib.loads(toml_text.dumps(merged)) == {
-        "node_id": "a",
-        "n": 3,
-        "x": 0.5,
-        "ok": True,
-        "mqtt": {"url": 'mqtts://h:1/"q"', "qos": 1},
-        "spool": {"window": 64},
-    }
-    assert data["mqtt"] == {"url": 'mqtts://h:1/"q"', "ca_file": None}  # merge copies
