@@ -24,11 +24,30 @@ SERVER_FIXTURES = frozenset(
         "start_node",
         "run_node",
         "browser",
+        "local_servers",
+        "bench_servers",
     }
 )
+
+#: Fixtures that train a model (TensorFlow, seconds to minutes on two cores).
+SLOW_FIXTURES = frozenset({"trained_thermal"})
+
+
+@pytest.fixture
+def local_servers() -> None:
+    """For a test that starts the local stack itself: skip (with the reason) where Mosquitto is missing."""
+    from devtools.local_mosquitto import BrokerStartError, find_mosquitto
+
+    try:
+        find_mosquitto()
+    except BrokerStartError as exc:
+        pytest.skip(str(exc))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        fixtures = getattr(item, "fixturenames", ())
+        if SERVER_FIXTURES.intersection(fixtures):
             item.add_marker(pytest.mark.server)
+        if SLOW_FIXTURES.intersection(fixtures):
+            item.add_marker(pytest.mark.slow)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.bench.helpers import require_servers, run_bench
+from tests.bench.helpers import run_bench
 
 
-def test_e2e_bench_small_prints_one_sane_json_object(tmp_path: Path) -> None:
-    require_servers()
+def test_e2e_bench_small_prints_one_sane_json_object(tmp_path: Path, bench_servers: None) -> None:
     devices, rate = 2, 5.0
     result = run_bench(
         ["e2e", "--devices", str(devices), "--rate", str(rate), "--duration", "3", "--warmup", "1"], tmp_path, 240

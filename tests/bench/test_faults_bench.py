@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.bench.helpers import require_servers, run_bench
+from tests.bench.helpers import run_bench
 
 SCENARIOS = ["broker_restart", "tsdb_outage", "bridge_kill", "inference_kill", "device_cutoff", "malformed_payloads"]
 
 
-def test_faults_bench_every_scenario_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    require_servers()
+def test_faults_bench_every_scenario_loses_and_duplicates_nothing(tmp_path: Path, bench_servers: None) -> None:
     result = run_bench(["faults", "--duration-scale", "0.04", "--devices", "2", "--rate", "10"], tmp_path, timeout=420)
     scenarios = {s["name"]: s for s in result["scenarios"]}
     assert [s["name"] for s in result["scenarios"]] == SCENARIOS

@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"devices", "frames_published", "verdicts", "sessions", "stored", "lost", "report"}
 
 
-def test_demo_json_run(tmp_path: Path) -> None:
+def test_demo_json_run(tmp_path: Path, local_servers: None) -> None:
     if not (shipped_model_dir() / "manifest.json").exists():
         pytest.skip(f"no shipped model at {shipped_model_dir()} (the demo serves the shipped model)")
     workdir = tmp_path / "demo"

@@ -21,7 +21,7 @@ def _state(snap: TrafficSnapshot, node_id: str) -> str | None:
     return None if node is None else node.state
 
 
-def test_other_node_keeps_verdicting_after_one_is_killed(tmp_path: Path, model_dir: Path) -> None:
+def test_other_node_keeps_verdicting_after_one_is_killed(tmp_path: Path, model_dir: Path, local_servers: None) -> None:
     options = StackOptions(devices=1, nodes=2, rate_hz=10.0, model_dir=model_dir, sessions=None, anonymous_capture=True)
     with LocalStack(tmp_path / "stack", options) as stack:
         # Configured as an operator would: TLS URL, own username and CA; the password is not in the file.

@@ -62,6 +62,7 @@ def test_report_holds_every_metric_for_every_model_and_subset(trained_thermal: T
     assert png.startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_keras_and_litert_predictions_match(tmp_path: Path, synthetic_npz: Path) -> None:
     """An independently trained model, exported and reloaded through LiteRT, predicts what Keras predicts."""
     from training.export import export_tflite
