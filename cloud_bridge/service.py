@@ -1,4 +1,4 @@
-"""The bridge process: one MQTT connection, the durable queue, its sinks and the session tracker.
+"""The bridge process: one MQTT connection, the durable queue, its sinks and the session stage.
 
 Start order matters: queue and sinks first (so anything received can be stored), then the
 MQTT connection (persistent session, manual acks, retained `NodeStatus` online with an
@@ -11,43 +11,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from cloud_bridge.archive_sink import ArchiveSink
+from cloud_bridge.channels import SUBSCRIPTIONS
 from cloud_bridge.config import BridgeConfig, SinkRetry
 from cloud_bridge.decoded_cache import DecodedCache
-from cloud_bridge.durable_queue import DurableQueue, QueuedItem
+from cloud_bridge.durable_queue import DurableQueue
 from cloud_bridge.ingest import Ingest
-from cloud_bridge.session_verdicts import SessionTracker
+from cloud_bridge.session_verdicts import STAGE_NAME, PendingSessionVerdicts
 from cloud_bridge.sink import Backoff, Sink, SinkWorker
 from cloud_bridge.verdict_publisher import SessionVerdictPublisher
 from contract.messages import DeadLetter, DeviceState, NodeMetrics, NodeRole, NodeStatus, encode_message
-from contract.topics import (
-    ALL_DEADLETTERS,
-    ALL_DEVICE_STATUS,
-    ALL_FRAMES,
-    ALL_NODE_METRICS,
-    ALL_NODE_STATUS,
-    ALL_RFID,
-    ALL_VERDICTS,
-    NodeChannel,
-    deadletter_topic,
-    node_topic,
-)
+from contract.topics import NodeChannel, deadletter_topic, node_topic
 from transport.connection import MqttConnection, PublishReceipt, Will
 
 log = logging.getLogger(__name__)
-
-SUBSCRIPTIONS = (
-    ALL_RFID,
-    ALL_FRAMES,
-    ALL_VERDICTS,
-    ALL_DEVICE_STATUS,
-    ALL_NODE_STATUS,
-    ALL_NODE_METRICS,
-    ALL_DEADLETTERS,
-)
 
 
 @dataclass(frozen=True)
@@ -78,7 +57,7 @@ class Bridge:
         self.connection: MqttConnection | None = None
         self.workers: dict[str, SinkWorker] = {}
         self.ingest: Ingest | None = None
-        self.tracker: SessionTracker | None = None
+        self.sessions: PendingSessionVerdicts | None = None
         self._metrics_stop = threading.Event()
         self._metrics_thread: threading.Thread | None = None
         self._last_rate: tuple[float, int] = (time.monotonic(), 0)
@@ -108,7 +87,7 @@ class Bridge:
             sinks.append((publisher, SinkRetry(batch_items=50, backoff_min_s=0.5, backoff_max_s=10.0)))
             self.queue = DurableQueue(
                 cfg.queue.path,
-                [s.name for s, _ in sinks],
+                [*(s.name for s, _ in sinks), STAGE_NAME],
                 max_items=cfg.queue.max_items,
                 drop_policy=cfg.queue.drop_policy,
                 synchronous=cfg.queue.synchronous,
@@ -117,18 +96,24 @@ class Bridge:
             for sink, _ in sinks:
                 sink.close()
             raise
-        self.tracker = SessionTracker(cfg.archive.path, self.queue, cfg.sessions, archive_sink=archive_sink.name)
+        # The session stage: a queue consumer of its own (rfid + verdict items), whose results
+        # go back into the queue for the sinks.
+        self.sessions = PendingSessionVerdicts(
+            self.queue,
+            cfg.sessions,
+            archive_path=cfg.archive.path,
+            archive_sink=archive_sink.name,
+            decode=decoded.decode,
+        )
         for sink, retry in sinks:
-            hook = self._after_archive if sink is archive_sink else None
             self.workers[sink.name] = SinkWorker(
                 sink,
                 self.queue,
                 batch_items=retry.batch_items,
                 backoff=Backoff(retry.backoff_min_s, retry.backoff_max_s),
-                on_batch=hook,
                 linger_s=retry.linger_ms / 1000.0,
             ).start()
-        self.tracker.start()
+        self.sessions.start()
         self.ingest = Ingest(
             self.queue,
             component=self.node_id,
@@ -177,14 +162,10 @@ class Bridge:
             worker.request_stop()
         for worker in self.workers.values():
             worker.stop()
-        if self.tracker is not None:
-            self.tracker.stop()
+        if self.sessions is not None:
+            self.sessions.stop()
         if self.queue is not None:
             self.queue.close()
-
-    def _after_archive(self, items: Sequence[QueuedItem]) -> None:
-        if self.tracker is not None:
-            self.tracker.on_archived(items)
 
     # -- publishing ------------------------------------------------------------------------
     def _status(self, state: DeviceState) -> bytes:
@@ -253,7 +234,7 @@ class Bridge:
             oldest_age_s=round(stats.oldest_age_s, 3),
             sink_errors=sum(c.errors for c in counters),
             sink_rejected=sum(c.rejected for c in counters),
-            session_verdicts=self.tracker.published if self.tracker else 0,
+            session_verdicts=self.sessions.published if self.sessions else 0,
             sink_depth=stats.sink_depth,
         )
 

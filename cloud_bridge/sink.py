@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,7 +80,6 @@ class SinkWorker:
         *,
         batch_items: int,
         backoff: Backoff,
-        on_batch: Callable[[Sequence[QueuedItem]], None] | None = None,
         linger_s: float = 0.0,
     ) -> None:
         self.sink = sink
@@ -88,7 +87,6 @@ class SinkWorker:
         self.batch_items = batch_items
         self.linger_s = linger_s
         self.backoff = backoff
-        self._on_batch = on_batch
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._batches = self._items = self._written = self._errors = self._rejected = 0
@@ -129,11 +127,6 @@ class SinkWorker:
             return False
         written = self._write(batch)
         self.queue.confirm(batch)
-        if self._on_batch is not None:
-            try:
-                self._on_batch(batch.items)
-            except Exception:  # the batch is stored; a failing observer must not make it look failed
-                log.exception("%s: after-batch hook failed", self.sink.name)
         with self._lock:
             self._batches += 1
             self._items += len(batch.items)
