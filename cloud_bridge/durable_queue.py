@@ -34,7 +34,23 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, position INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS deadletters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    stage       TEXT NOT NULL,
+    item_id     INTEGER,
+    kind        TEXT,
+    topic       TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    payload     BLOB NOT NULL,
+    received_ns INTEGER NOT NULL,
+    UNIQUE (stage, item_id)
+);
 """
+#: Counter names of dead letters: `dead:<stage>:<reason>` (stage: intake or a sink's name).
+_DEAD_PREFIX = "dead:"
+#: Bytes of a rejected MQTT payload kept in the dead-letter table (queued items are kept whole).
+DEAD_PAYLOAD_BYTES = 64 * 1024
 
 DropPolicy = Literal["drop_oldest", "drop_newest"]
 
@@ -47,6 +63,20 @@ class NewItem:
     topic: str
     payload: bytes
     received_ns: int
+
+
+@dataclass(frozen=True)
+class DeadItem:
+    """A message or queued item that can never be stored, kept with the reason (and replayable)."""
+
+    stage: str
+    reason: str
+    detail: str
+    topic: str
+    payload: bytes
+    received_ns: int
+    item_id: int | None = None
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +104,8 @@ class QueueStats:
     dropped: int
     stored: int
     sink_depth: dict[str, int] = field(default_factory=dict)
+    #: Dead letters per `stage/reason` (e.g. `intake/malformed`, `archive/range`).
+    dead: dict[str, int] = field(default_factory=dict)
 
 
 class DurableQueue:
@@ -114,6 +146,11 @@ class DurableQueue:
         counters = dict(self._w.execute("SELECT name, value FROM counters").fetchall())
         self._dropped = int(counters.get("dropped", 0))
         self._stored = int(counters.get("stored", 0))
+        self._dead = {
+            name[len(_DEAD_PREFIX) :].replace(":", "/"): int(value)
+            for name, value in counters.items()
+            if name.startswith(_DEAD_PREFIX)
+        }
         self._closed = False
         #: monotonic time of the last `append` that added items (sinks linger while items keep coming).
         self._last_append = 0.0
@@ -161,9 +198,9 @@ class DurableQueue:
         return sorted(self._cursors)
 
     # -- writing ---------------------------------------------------------------------------
-    def append(self, items: Sequence[NewItem]) -> int:
-        """Commit `items` durably (one transaction); returns how many were dropped by the limit."""
-        if not items:
+    def append(self, items: Sequence[NewItem], dead: Sequence[DeadItem] = ()) -> int:
+        """Commit `items` and `dead` letters durably (one transaction); returns how many items the limit dropped."""
+        if not items and not dead:
             return 0
         with self._lock:
             dropped = 0
@@ -185,12 +222,63 @@ class DurableQueue:
                     )
                 if dropped:
                     self._bump_locked("dropped", dropped)
-            self._last_id = int(self._w.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()[0])
+                added = self._dead_letters_locked(dead)
+            self._count_dead(added)
             self._dropped += dropped
             if rows:
+                seq = self._w.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
+                self._last_id = int(seq[0])
                 self._last_append = time.monotonic()
             self._new_data.notify_all()
             return dropped
+
+    def dead_letter(self, dead: Sequence[DeadItem]) -> None:
+        """Commit dead letters durably (a sink's refused items) before their batch is confirmed."""
+        if not dead:
+            return
+        with self._lock:
+            self._set_sync_locked(self._synchronous)
+            with self._write_transaction():
+                added = self._dead_letters_locked(dead)
+            self._count_dead(added)
+
+    def _dead_letters_locked(self, dead: Sequence[DeadItem]) -> list[str]:
+        """Inside a transaction: insert letters (a queued item once per stage) and count them per reason."""
+        added: list[str] = []
+        for d in dead:
+            cursor = self._w.execute(
+                "INSERT OR IGNORE INTO deadletters (stage, item_id, kind, topic, reason, detail, payload, received_ns) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    d.stage,
+                    d.item_id,
+                    d.kind,
+                    d.topic[:1024],
+                    d.reason,
+                    d.detail[:1000],
+                    d.payload if d.item_id is not None else d.payload[:DEAD_PAYLOAD_BYTES],
+                    d.received_ns,
+                ),
+            )
+            if cursor.rowcount == 1:  # a redelivered item refused again is not counted twice
+                key = f"{d.stage}/{d.reason}"
+                self._bump_locked(_DEAD_PREFIX + key.replace("/", ":"), 1)
+                added.append(key)
+        return added
+
+    def _count_dead(self, added: Sequence[str]) -> None:
+        for key in added:
+            self._dead[key] = self._dead.get(key, 0) + 1
+
+    def dead_letters(self, stage: str | None = None) -> list[DeadItem]:
+        """The dead-letter table, oldest first (for tests, status and replay)."""
+        where, params = ("WHERE stage = ?", (stage,)) if stage is not None else ("", ())
+        rows = self._reader().execute(
+            "SELECT stage, reason, detail, topic, payload, received_ns, item_id, kind FROM deadletters "
+            f"{where} ORDER BY id",
+            params,
+        )
+        return [DeadItem(str(r[0]), str(r[1]), str(r[2]), str(r[3]), bytes(r[4]), int(r[5]), r[6], r[7]) for r in rows]
 
     def _drop_oldest_locked(self, count: int) -> int:
         """Inside a transaction: move every cursor past the `count` oldest items and delete them."""
@@ -328,14 +416,16 @@ class DurableQueue:
             floor = min(self._cursors.values())
             depth = self._last_id - floor
             sink_depth = {s: self._last_id - c for s, c in self._cursors.items()}
-            dropped, stored = self._dropped, self._stored
+            dropped, stored, dead = self._dropped, self._stored, dict(self._dead)
         age = 0.0
         if depth > 0:
             row = self._reader().execute("SELECT received_ns FROM items WHERE id > ? ORDER BY id LIMIT 1", (floor,))
             first = row.fetchone()
             if first is not None:
                 age = max(0.0, (time.time_ns() - int(first[0])) / 1e9)
-        return QueueStats(depth=depth, oldest_age_s=age, dropped=dropped, stored=stored, sink_depth=sink_depth)
+        return QueueStats(
+            depth=depth, oldest_age_s=age, dropped=dropped, stored=stored, sink_depth=sink_depth, dead=dead
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -196,6 +196,8 @@ class FirestoreSink:
                 batch.commit(timeout=30.0)
         except (gexc.InvalidArgument, gexc.FailedPrecondition) as exc:
             raise PermanentSinkError(f"Firestore refused the documents: {_short(exc)}") from None
+        except (OverflowError, TypeError, ValueError) as exc:  # a value the client cannot encode
+            raise PermanentSinkError(f"Firestore cannot encode the documents: {_short(exc)}") from None
         except Exception as exc:
             raise SinkError(f"Firestore write failed: {_short(exc)}") from None
         return len(writes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from cloud_bridge.archive_sink import ArchiveSink
@@ -44,14 +45,41 @@ class BridgeSummary:
     sink_rejected: int
     session_verdicts: int
     sink_depth: dict[str, int]
+    #: Dead letters per `stage/reason` (stage: intake or a sink), from the queue's dead-letter table.
+    dead_letters: dict[str, int]
+    #: A thread that died ("" while all live); the process must then exit non-zero.
+    fatal: str
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
+#: Exit status of `thermoscreen bridge` when one of its threads died (the supervisor restarts it).
+EXIT_THREAD_DIED = 70
+#: How often the watchdog checks that every bridge thread is alive.
+WATCHDOG_INTERVAL_S = 0.5
+
+
+def _log_fatal(reason: str) -> None:
+    log.critical("%s; the bridge stores nothing more and must be restarted", reason)
+
+
+#: Dead-letter reasons reported in the metrics message at most (a message holds 64 values).
+DEAD_METRICS_MAX = 32
+
+
+def _dead_metric(key: str) -> str:
+    """`intake/malformed` -> `dead_intake_malformed` (metric names are flat)."""
+    return "dead_" + key.replace("/", "_").replace("-", "_")
+
+
 class Bridge:
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: BridgeConfig, *, on_fatal: Callable[[str], None] = _log_fatal) -> None:
+        """`on_fatal(reason)` is called once if a thread dies (the CLI exits non-zero there)."""
         self.config = config
+        self._on_fatal = on_fatal
+        self.fatal = ""
+        self._watchdog: threading.Thread | None = None
         self.node_id = config.bridge.node_id
         self.queue: DurableQueue | None = None
         self.connection: MqttConnection | None = None
@@ -137,13 +165,35 @@ class Bridge:
                 raise ConnectionError(f"broker refused the subscription to {topic_filter}: {receipt.reason_codes}")
         self._metrics_thread = threading.Thread(target=self._metrics_loop, name="bridge-metrics", daemon=True)
         self._metrics_thread.start()
+        self._watchdog = threading.Thread(target=self._watch, name="bridge-watchdog", daemon=True)
+        self._watchdog.start()
         return self
+
+    def dead_threads(self) -> list[str]:
+        """Names of the bridge's threads that are no longer running."""
+        threads: dict[str, bool] = {f"sink {name}": w.alive for name, w in self.workers.items()}
+        if self.ingest is not None:
+            threads["ingest"] = self.ingest.alive
+        if self.sessions is not None:
+            threads["session stage"] = self.sessions.alive
+        return sorted(name for name, alive in threads.items() if not alive)
+
+    def _watch(self) -> None:
+        """A thread that dies would leave the process up but storing nothing: report it once."""
+        while not self._metrics_stop.wait(WATCHDOG_INTERVAL_S):
+            dead = self.dead_threads()
+            if dead and not self._metrics_stop.is_set():
+                self.fatal = f"bridge thread(s) died: {', '.join(dead)}"
+                self._on_fatal(self.fatal)
+                return
 
     def stop(self) -> BridgeSummary:
         """Graceful stop: commit and ack what arrived, let sinks drain briefly, go offline."""
         self._metrics_stop.set()
         if self._metrics_thread is not None:
             self._metrics_thread.join(5.0)
+        if self._watchdog is not None:
+            self._watchdog.join(5.0)
         if self.ingest is not None:
             self.ingest.close_and_flush()
         if self.queue is not None:
@@ -201,6 +251,7 @@ class Bridge:
             "stored": float(stats.stored),
             "messages_per_s": round(rate, 2),
             "deadletters": float(self.ingest.deadletters),
+            **{_dead_metric(key): float(n) for key, n in sorted(stats.dead.items())[:DEAD_METRICS_MAX]},
         }
 
     def publish_metrics(self) -> None:
@@ -236,6 +287,8 @@ class Bridge:
             sink_rejected=sum(c.rejected for c in counters),
             session_verdicts=self.sessions.published if self.sessions else 0,
             sink_depth=stats.sink_depth,
+            dead_letters=stats.dead,
+            fatal=self.fatal,
         )
 
     def wait_idle(self, timeout: float) -> bool:
