@@ -34,6 +34,16 @@ PublishDeadLetter = Callable[[DeadLetter], None]
 INTAKE_STAGE = "intake"
 
 
+def source_of(topic: str) -> str:
+    """Who sent a message, for quotas: the device id, `nodes/<id>` or `deadletter/<component>`."""
+    parts = topic.split("/")
+    if len(parts) < 3:
+        return topic[:64]
+    if parts[2] in ("nodes", "deadletter") and len(parts) > 3:
+        return f"{parts[2]}/{parts[3]}"[:64]
+    return parts[2][:64]
+
+
 class Ingest:
     def __init__(
         self,
@@ -42,11 +52,15 @@ class Ingest:
         component: str,
         batch: int,
         publish_deadletter: PublishDeadLetter,
+        max_inbox: int = 20_000,
         decoded: DecodedCache | None = None,
     ) -> None:
         self._queue = queue
         self._component = component
         self._batch = batch
+        self._max_inbox = max_inbox
+        #: QoS 0 messages dropped per source because the inbox was full (a flood).
+        self.inbox_dropped: dict[str, int] = {}
         self._publish_deadletter = publish_deadletter
         self._decoded = decoded
         self._inbox: stdqueue.SimpleQueue[Message] = stdqueue.SimpleQueue()
@@ -66,9 +80,19 @@ class Ingest:
         return self
 
     def handle(self, message: Message) -> None:
-        """paho's network thread: hand over and return at once."""
-        if self._accepting:
-            self._inbox.put(message)
+        """paho's network thread: hand over and return at once.
+
+        QoS 1 messages are bounded by the broker's in-flight window (they are acked only after
+        the commit); QoS 0 ones are not, so a flood of them is cut at `max_inbox`, per source.
+        """
+        if not self._accepting:
+            return
+        if message.qos == 0 and self._inbox.qsize() >= self._max_inbox:
+            source = source_of(message.topic)
+            with self._lock:
+                self.inbox_dropped[source] = self.inbox_dropped.get(source, 0) + 1
+            return
+        self._inbox.put(message)
 
     def close_and_flush(self, timeout: float = 10.0) -> None:
         """Stop taking messages (unacknowledged ones stay with the broker) and commit the inbox."""
@@ -135,7 +159,8 @@ class Ingest:
         for message in batch:
             result = self._classify(message)
             if isinstance(result, Accepted):
-                items.append(NewItem(result.kind.value, message.topic, message.payload, now))
+                source = source_of(message.topic)
+                items.append(NewItem(result.kind.value, message.topic, message.payload, now, source))
                 if self._decoded is not None:  # the sinks reuse what validation decoded
                     self._decoded.put(result.kind.value, message.payload, result.decoded)
                 continue

@@ -18,7 +18,7 @@ from cloud_bridge.archive_sink import ArchiveSink
 from cloud_bridge.channels import SUBSCRIPTIONS
 from cloud_bridge.config import BridgeConfig, SinkRetry
 from cloud_bridge.decoded_cache import DecodedCache
-from cloud_bridge.durable_queue import DurableQueue
+from cloud_bridge.durable_queue import DurableQueue, SourceQuota
 from cloud_bridge.ingest import Ingest
 from cloud_bridge.session_verdicts import STAGE_NAME, PendingSessionVerdicts
 from cloud_bridge.sink import Backoff, Sink, SinkWorker
@@ -49,6 +49,9 @@ class BridgeSummary:
     dead_letters: dict[str, int]
     #: A thread that died ("" while all live); the process must then exit non-zero.
     fatal: str
+    #: Messages dropped per device/node: over its queue quota, or QoS 0 beyond a full inbox.
+    dropped_by_source: dict[str, int]
+    queue_bytes: int
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -65,7 +68,17 @@ def _log_fatal(reason: str) -> None:
 
 
 #: Dead-letter reasons reported in the metrics message at most (a message holds 64 values).
-DEAD_METRICS_MAX = 32
+DEAD_METRICS_MAX = 16
+#: Devices with the most quota drops reported in the metrics message at most.
+DROP_METRICS_MAX = 16
+
+
+def _sum_counts(*counts: dict[str, int]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in counts:
+        for key, n in part.items():
+            total[key] = total.get(key, 0) + n
+    return dict(sorted(total.items()))
 
 
 def _dead_metric(key: str) -> str:
@@ -117,6 +130,8 @@ class Bridge:
                 cfg.queue.path,
                 [*(s.name for s, _ in sinks), STAGE_NAME],
                 max_items=cfg.queue.max_items,
+                max_bytes=cfg.queue.max_bytes,
+                quota=SourceQuota(cfg.queue.per_source.max_items, cfg.queue.per_source.max_bytes),
                 drop_policy=cfg.queue.drop_policy,
                 synchronous=cfg.queue.synchronous,
             )
@@ -146,6 +161,7 @@ class Bridge:
             self.queue,
             component=self.node_id,
             batch=cfg.queue.ingest_batch,
+            max_inbox=cfg.queue.max_inbox,
             publish_deadletter=self._deadletter,
             decoded=decoded,
         ).start()
@@ -252,6 +268,10 @@ class Bridge:
             "messages_per_s": round(rate, 2),
             "deadletters": float(self.ingest.deadletters),
             **{_dead_metric(key): float(n) for key, n in sorted(stats.dead.items())[:DEAD_METRICS_MAX]},
+            **{
+                f"dropped_{source.replace('-', '_').replace('/', '_')}": float(n)
+                for source, n in sorted(stats.quota_dropped.items(), key=lambda kv: -kv[1])[:DROP_METRICS_MAX]
+            },
         }
 
     def publish_metrics(self) -> None:
@@ -289,6 +309,8 @@ class Bridge:
             sink_depth=stats.sink_depth,
             dead_letters=stats.dead,
             fatal=self.fatal,
+            dropped_by_source=_sum_counts(stats.quota_dropped, ingest.inbox_dropped if ingest else {}),
+            queue_bytes=stats.depth_bytes,
         )
 
     def wait_idle(self, timeout: float) -> bool:
