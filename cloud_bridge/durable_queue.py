@@ -93,6 +93,8 @@ class DeadItem:
     received_ns: int
     item_id: int | None = None
     kind: str | None = None
+    #: False: only counted, no row (a source over its dead-letter rate must not fill the disk).
+    keep_row: bool = True
 
 
 @dataclass(frozen=True)
@@ -338,6 +340,11 @@ class DurableQueue:
         """Inside a transaction: insert letters (a queued item once per stage) and count them per reason."""
         added: list[str] = []
         for d in dead:
+            if not d.keep_row:
+                key = f"{d.stage}/{d.reason}"
+                self._bump_locked(_DEAD_PREFIX + key.replace("/", ":"), 1)
+                added.append(key)
+                continue
             cursor = self._w.execute(
                 "INSERT OR IGNORE INTO deadletters (stage, item_id, kind, topic, reason, detail, payload, received_ns) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 PublishDeadLetter = Callable[[DeadLetter], None]
 #: The dead-letter table's stage name for messages refused at intake.
 INTAKE_STAGE = "intake"
+#: Dead letters kept (a table row and an MQTT DeadLetter) per source and second at most; beyond
+#: that a flooding source's rejects are only counted, so invalid floods cannot fill the disk.
+DEADLETTERS_PER_SOURCE_S = 50
 
 
 def source_of(topic: str) -> str:
@@ -61,6 +64,7 @@ class Ingest:
         self._max_inbox = max_inbox
         #: QoS 0 messages dropped per source because the inbox was full (a flood).
         self.inbox_dropped: dict[str, int] = {}
+        self._letter_budget: dict[str, tuple[int, int]] = {}
         self._publish_deadletter = publish_deadletter
         self._decoded = decoded
         self._inbox: stdqueue.SimpleQueue[Message] = stdqueue.SimpleQueue()
@@ -133,6 +137,17 @@ class Ingest:
             log.exception("classifying a message on %s failed", message.topic)
             return Rejected(f"intake error: {type(exc).__name__}", None, category=RejectReason.DECODER)
 
+    def _within_letter_budget(self, source: str, now_ns: int) -> bool:
+        """True while `source` had fewer than DEADLETTERS_PER_SOURCE_S letters kept this second."""
+        second = now_ns // 1_000_000_000
+        start, used = self._letter_budget.get(source, (second, 0))
+        if start != second:
+            start, used = second, 0
+            if len(self._letter_budget) > 10_000:  # forget idle sources
+                self._letter_budget.clear()
+        self._letter_budget[source] = (start, used + 1)
+        return used < DEADLETTERS_PER_SOURCE_S
+
     def _letter(self, message: Message, result: Rejected, now: int) -> DeadLetter | None:
         # Each dead letter gets its own millisecond: stored as points, two letters with
         # the same tags and timestamp would overwrite each other.
@@ -164,9 +179,21 @@ class Ingest:
                 if self._decoded is not None:  # the sinks reuse what validation decoded
                     self._decoded.put(result.kind.value, message.payload, result.decoded)
                 continue
+            keep = self._within_letter_budget(source_of(message.topic), now)
             dead.append(
-                DeadItem(INTAKE_STAGE, result.category.value, result.reason, message.topic, message.payload, now)
+                DeadItem(
+                    INTAKE_STAGE,
+                    result.category.value,
+                    result.reason,
+                    message.topic,
+                    message.payload,
+                    now,
+                    keep_row=keep,
+                )
             )
+            if not keep:
+                silent += 1
+                continue
             letter = self._letter(message, result, now) if result.dead_letter else None
             if letter is not None:
                 letters.append(letter)

@@ -1,6 +1,6 @@
 """Fairness under flood (issue 13.4, bridge part), against a real Mosquitto and the real bridge.
 
-One device floods (valid statuses at QoS 0 and QoS 1, for about two seconds) while another
+One device floods (valid statuses at QoS 0 and QoS 1 and invalid ones, for about two seconds) while another
 sends a normal session. A sink that cannot write (an unreachable InfluxDB) keeps everything
 in the queue, so the queue's bounds are really reached: the flooding device is held to its
 quota (drops counted for it alone) and the calm device's data all stays queued and stored.
@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from cloud_bridge.archive import Archive
+from cloud_bridge.ingest import DEADLETTERS_PER_SOURCE_S
 from cloud_bridge.service import Bridge
 from contract.messages import DeviceState, DeviceStatus, encode_message
 from contract.topics import status_topic
@@ -43,7 +44,8 @@ def test_a_flooding_device_cannot_push_other_devices_data_out(mosquitto: LocalMo
         while time.monotonic() < end:
             for _ in range(200):
                 flooder.publish(status_topic("flood-1"), status, qos=0 if sent % 2 else 1)
-                sent += 1
+                flooder.publish(status_topic("flood-1"), b"not json", qos=0)  # invalid ones too
+                sent += 2
             if calm_messages:  # the calm device's session, spread over the flood
                 publish_all(calm_conn, [calm_messages.pop(0)])
         publish_all(calm_conn, calm_messages)
@@ -69,3 +71,9 @@ def test_a_flooding_device_cannot_push_other_devices_data_out(mosquitto: LocalMo
     assert held_by_source["calm-1"] == len(list(calm.ordered_messages()))
     assert held_by_source["flood-1"] == QUOTA_ITEMS
     assert summary.queue_bytes > 0
+    # The invalid half is counted in full, but kept (row + MQTT dead letter) only at a bounded rate.
+    with sqlite3.connect(config.queue.path) as queue_db:
+        [(rows,)] = queue_db.execute("SELECT COUNT(*) FROM deadletters WHERE topic = ?", (status_topic("flood-1"),))
+    counted = summary.dead_letters.get("intake/malformed", 0)
+    assert counted > rows > 0
+    assert rows <= DEADLETTERS_PER_SOURCE_S * (FLOOD_S + 10)
