@@ -352,9 +352,9 @@ class DurableQueue:
                     d.stage,
                     d.item_id,
                     d.kind,
-                    d.topic[:1024],
-                    d.reason,
-                    d.detail[:1000],
+                    _text(d.topic[:1024]),
+                    _text(d.reason),
+                    _text(d.detail[:1000]),
                     d.payload if d.item_id is not None else d.payload[:DEAD_PAYLOAD_BYTES],
                     d.received_ns,
                 ),
@@ -556,3 +556,9 @@ class DurableQueue:
                 conn.close()
             self._readers.clear()
             self._w.close()
+
+
+def _text(value: str) -> str:
+    """Text SQLite can store: a lone surrogate (e.g. from a hostile payload's JSON escape) would
+    make the whole ingest transaction fail, so it is replaced."""
+    return value.encode("utf-8", "replace").decode("utf-8")

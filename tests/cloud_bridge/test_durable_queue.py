@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.durable_queue import DurableQueue, NewItem, SourceQuota
+from cloud_bridge.durable_queue import DeadItem, DurableQueue, NewItem, SourceQuota
 
 
 def _items(n: int, start: int = 0) -> list[NewItem]:
@@ -128,3 +128,12 @@ def test_the_queue_is_bounded_in_bytes_and_each_source_by_its_quota(tmp_path: Pa
     assert stats.quota_dropped == {"noisy": 5} and stats.depth_bytes == 1000 and stats.dropped == 1
     assert again.append(_from("noisy", 2)) == 1  # the per-source counts are rebuilt from the file
     again.close()
+
+
+def test_a_dead_letter_with_unencodable_text_is_stored_not_raised(tmp_path: Path) -> None:
+    """A lone surrogate in a reason would otherwise fail the whole ingest transaction."""
+    q = DurableQueue(tmp_path / "q.sqlite", ["a"])
+    q.append(_items(1), [DeadItem("intake", "malformed", "bad \ud800 text", "t/\udcff", b"x", 0)])
+    [dead] = q.dead_letters()
+    assert dead.detail == "bad ? text" and q.stats().dead == {"intake/malformed": 1} and q.stats().depth == 1
+    q.close()
