@@ -40,7 +40,11 @@ from types import TracebackType
 import numpy as np
 import numpy.typing as npt
 
+from contract.messages import Verdict
+
 SCHEMA_VERSION = 1
+#: The label of a `Verdict` rebuilt from an archive row (the archive does not store labels).
+ARCHIVED_LABEL = "archived"
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -145,6 +149,24 @@ class VerdictRecord:
     model_version: str
     node_id: str
     latency_ms: float
+
+    def as_verdict(self) -> Verdict:
+        """The contract's `Verdict` of this row (the session rule's input). The archive keeps no
+        label; the rule does not read it."""
+        return Verdict(
+            device_id=self.device_id,
+            seq=self.seq,
+            capture_ns=self.capture_ns,
+            session_id=self.session_id,
+            patient_ref=self.patient_ref,
+            probability=self.probability,
+            label=ARCHIVED_LABEL,
+            flagged=self.flagged,
+            threshold=self.threshold,
+            model_version=self.model_version,
+            node_id=self.node_id,
+            latency_ms=self.latency_ms,
+        )
 
 
 @dataclass(frozen=True)
@@ -342,6 +364,11 @@ class Archive:
         rows = self._conn.execute(
             f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE ended_ns IS NOT NULL AND verdict_ns IS NULL"
         ).fetchall()
+        return [_session(r) for r in rows]
+
+    def sessions_without_verdict(self) -> list[SessionRecord]:
+        """Open and ended sessions without a session verdict (the session stage resumes from them)."""
+        rows = self._conn.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE verdict_ns IS NULL").fetchall()
         return [_session(r) for r in rows]
 
     # -- writes (the bridge's archive sink; callers group them in one transaction) ----------

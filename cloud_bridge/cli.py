@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -40,7 +41,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from cloud_bridge.config import load_config
-    from cloud_bridge.service import Bridge
+    from cloud_bridge.service import EXIT_THREAD_DIED, Bridge
 
     if args.duration is not None and args.duration <= 0:
         raise ValueError(f"--duration must be positive, got {args.duration}")
@@ -52,7 +53,15 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    bridge = Bridge(config).start()
+
+    def on_fatal(reason: str) -> None:
+        # A dead thread means nothing more is stored: exit at once, non-zero, so the supervisor
+        # restarts the bridge. Nothing is lost: unacknowledged messages stay with the broker,
+        # committed ones in the queue.
+        print(f"bridge: {reason}; exiting with status {EXIT_THREAD_DIED}", file=sys.stderr, flush=True)
+        os._exit(EXIT_THREAD_DIED)
+
+    bridge = Bridge(config, on_fatal=on_fatal).start()
     sinks = ", ".join(bridge.workers)
     print(
         f"bridge {config.bridge.node_id}: connected to {config.mqtt.url}; queue {config.queue.path}; sinks: {sinks}",
@@ -71,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
             s = bridge.summary()
             print(
                 f"bridge: received {s.received}, stored {s.stored}, queue {s.queue_depth} "
-                f"(oldest {s.oldest_age_s:.1f} s), dead letters {s.deadletters}, sink errors {s.sink_errors}, "
+                f"(oldest {s.oldest_age_s:.1f} s), dead letters {_reasons(s.dead_letters)}, "
+                f"sink errors {s.sink_errors}, "
                 f"dropped {s.dropped}",
                 file=sys.stderr,
                 flush=True,
@@ -83,3 +93,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"bridge stopped: {summary.stored} stored, {summary.queue_depth} still queued", file=sys.stderr)
     return 0
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {n}" for key, n in sorted(counts.items())) or "0"

@@ -28,6 +28,17 @@ BRIDGE_MQTT_DEFAULTS: dict[str, Any] = {
 }
 
 
+class SourceQuotaSettings(BaseModel):
+    """What one device (or node) may hold in the bridge queue at most; beyond it its new messages
+    are refused (acknowledged, counted per device), so a flooding device cannot push the other
+    devices' data out. The defaults hold hours of one sensor node's frames during a sink outage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_items: int = Field(default=250_000, ge=10)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
+
+
 class QueueSettings(BaseModel):
     """The on-disk queue between MQTT and the sinks."""
 
@@ -36,6 +47,12 @@ class QueueSettings(BaseModel):
     path: Path = Path("thermoscreen-data/bridge-queue.sqlite")
     #: Items kept at most (all sinks together); beyond it `drop_policy` applies and drops are counted.
     max_items: int = Field(default=2_000_000, ge=100)
+    #: Payload bytes kept at most (all sinks together); the same `drop_policy` applies.
+    max_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
+    per_source: SourceQuotaSettings = SourceQuotaSettings()
+    #: Messages waiting in memory for the ingest thread at most; beyond it QoS 0 messages are
+    #: dropped (counted per device). QoS 1 ones are bounded by the broker's in-flight window.
+    max_inbox: int = Field(default=20_000, ge=100)
     drop_policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
     #: FULL: a commit survives power loss before the broker is told to forget the message.
     synchronous: Literal["full", "normal"] = "full"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from cloud_bridge.intake import Decoded, decode_item
+from cloud_bridge.channels import Decoded, decode_item
 
 
 class DecodedCache:

@@ -22,20 +22,19 @@ import atexit
 import contextlib
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cloud_bridge.archive import compress_centi
+from cloud_bridge.channels import Decoded, Kind, SessionOutcome, decode_item, expect
 from cloud_bridge.config import FirestoreSettings
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import QueuedItem
-from cloud_bridge.intake import Kind, SessionOutcome, decode_item
 from cloud_bridge.sink import PermanentSinkError, SinkError
 from contract.errors import ContractError
 from contract.frame import Frame
 from contract.messages import RfidEvent, RfidEventKind, Verdict
 
-FIRESTORE_KINDS = frozenset({Kind.FRAME, Kind.VERDICT, Kind.RFID, Kind.SESSION_OUTCOME})
 #: Firestore allows at most 500 writes per batch commit.
 MAX_WRITES_PER_COMMIT = 500
 FRAME_ENCODING = "zlib-int16le-centi-c"
@@ -57,95 +56,97 @@ def _int(value: int) -> int | str:
 Write = tuple[str, str, dict[str, Any]]  # (collection, document id, merge data)
 
 
-def writes_for(kind: str, decoded: Any, *, store_frames: bool, array_union: Any) -> list[Write]:
+def _frame_writes(frame: Frame, store_frames: bool, array_union: Any) -> list[Write]:
+    if not store_frames:
+        return []
+    rows, cols = frame.shape
+    data = {
+        "device_id": frame.device_id,
+        "seq": _int(frame.seq),
+        "session_id": frame.session_id,
+        "patient_ref": frame.patient_ref,
+        "capture_ns": frame.capture_ns,
+        "rows": rows,
+        "cols": cols,
+        "ambient_c": frame.ambient_c,
+        "encoding": FRAME_ENCODING,
+        "temperatures": compress_centi(frame.centi),
+    }
+    return [("frames", frame_doc_id(frame.device_id, frame.seq), data)]
+
+
+def _verdict_writes(v: Verdict, store_frames: bool, array_union: Any) -> list[Write]:
+    verdict = {
+        "probability": v.probability,
+        "label": v.label,
+        "flagged": v.flagged,
+        "threshold": v.threshold,
+        "model_version": v.model_version,
+        "node_id": v.node_id,
+        "latency_ms": v.latency_ms,
+    }
+    data = {
+        "device_id": v.device_id,
+        "seq": _int(v.seq),
+        "session_id": v.session_id,
+        "patient_ref": v.patient_ref,
+        "capture_ns": v.capture_ns,
+        "verdict": verdict,
+    }
+    return [("frames", frame_doc_id(v.device_id, v.seq), data)]
+
+
+def _rfid_writes(event: RfidEvent, store_frames: bool, array_union: Any) -> list[Write]:
+    session: dict[str, Any] = {"device_id": event.device_id, "patient_ref": event.patient_ref}
+    if event.event == RfidEventKind.SESSION_START:
+        session["started_ns"] = event.ts_ns
+    else:
+        session["ended_ns"] = event.ts_ns
+        session["frames_reported"] = event.frame_count
+        session["end_reason"] = None if event.reason is None else event.reason.value
+    patient = {
+        "patient_ref": event.patient_ref,
+        "session_ids": array_union([event.session_id]),
+        "device_ids": array_union([event.device_id]),
+    }
+    return [("sessions", event.session_id, session), ("patients", event.patient_ref, patient)]
+
+
+def _outcome_writes(outcome: SessionOutcome, store_frames: bool, array_union: Any) -> list[Write]:
+    v = outcome.verdict
+    verdict = {
+        "probability": v.probability,
+        "flagged": v.flagged,
+        "threshold": v.threshold,
+        "rule": v.rule,
+        "model_version": v.model_version,
+        "frames": v.frames,
+        "ts_ns": v.ts_ns,
+    }
+    data = {"device_id": v.device_id, "patient_ref": v.patient_ref, "ended_ns": outcome.ended_ns, "verdict": verdict}
+    return [("sessions", v.session_id, data)]
+
+
+_WriteHandler = Callable[[Decoded, bool, Any], list[Write]]
+#: One handler per kind Firestore stores (the keys are `FIRESTORE_KINDS`).
+_HANDLERS: dict[str, _WriteHandler] = {
+    Kind.FRAME: lambda d, frames, union: _frame_writes(expect(d, Frame), frames, union),
+    Kind.VERDICT: lambda d, frames, union: _verdict_writes(expect(d, Verdict), frames, union),
+    Kind.RFID: lambda d, frames, union: _rfid_writes(expect(d, RfidEvent), frames, union),
+    Kind.SESSION_OUTCOME: lambda d, frames, union: _outcome_writes(expect(d, SessionOutcome), frames, union),
+}
+FIRESTORE_KINDS = frozenset(_HANDLERS)
+
+
+def writes_for(kind: str, decoded: Decoded, *, store_frames: bool, array_union: Any) -> list[Write]:
     """The merge writes for one queued item (pure: unit-testable without Firestore)."""
-    if isinstance(decoded, Frame):
-        if not store_frames:
-            return []
-        rows, cols = decoded.shape
-        return [
-            (
-                "frames",
-                frame_doc_id(decoded.device_id, decoded.seq),
-                {
-                    "device_id": decoded.device_id,
-                    "seq": _int(decoded.seq),
-                    "session_id": decoded.session_id,
-                    "patient_ref": decoded.patient_ref,
-                    "capture_ns": decoded.capture_ns,
-                    "rows": rows,
-                    "cols": cols,
-                    "ambient_c": decoded.ambient_c,
-                    "encoding": FRAME_ENCODING,
-                    "temperatures": compress_centi(decoded.centi),
-                },
-            )
-        ]
-    if isinstance(decoded, Verdict):
-        return [
-            (
-                "frames",
-                frame_doc_id(decoded.device_id, decoded.seq),
-                {
-                    "device_id": decoded.device_id,
-                    "seq": _int(decoded.seq),
-                    "session_id": decoded.session_id,
-                    "patient_ref": decoded.patient_ref,
-                    "capture_ns": decoded.capture_ns,
-                    "verdict": {
-                        "probability": decoded.probability,
-                        "label": decoded.label,
-                        "flagged": decoded.flagged,
-                        "threshold": decoded.threshold,
-                        "model_version": decoded.model_version,
-                        "node_id": decoded.node_id,
-                        "latency_ms": decoded.latency_ms,
-                    },
-                },
-            )
-        ]
-    if isinstance(decoded, RfidEvent):
-        session: dict[str, Any] = {"device_id": decoded.device_id, "patient_ref": decoded.patient_ref}
-        if decoded.event == RfidEventKind.SESSION_START:
-            session["started_ns"] = decoded.ts_ns
-        else:
-            session["ended_ns"] = decoded.ts_ns
-            session["frames_reported"] = decoded.frame_count
-            session["end_reason"] = None if decoded.reason is None else decoded.reason.value
-        patient = {
-            "patient_ref": decoded.patient_ref,
-            "session_ids": array_union([decoded.session_id]),
-            "device_ids": array_union([decoded.device_id]),
-        }
-        return [("sessions", decoded.session_id, session), ("patients", decoded.patient_ref, patient)]
-    if isinstance(decoded, SessionOutcome):
-        v = decoded.verdict
-        return [
-            (
-                "sessions",
-                v.session_id,
-                {
-                    "device_id": v.device_id,
-                    "patient_ref": v.patient_ref,
-                    "ended_ns": decoded.ended_ns,
-                    "verdict": {
-                        "probability": v.probability,
-                        "flagged": v.flagged,
-                        "threshold": v.threshold,
-                        "rule": v.rule,
-                        "model_version": v.model_version,
-                        "frames": v.frames,
-                        "ts_ns": v.ts_ns,
-                    },
-                },
-            )
-        ]
-    return []
+    handler = _HANDLERS.get(kind)
+    return [] if handler is None else handler(decoded, store_frames, array_union)
 
 
 class FirestoreSink:
     name = "firestore"
-    kinds: frozenset[str] | None = frozenset(FIRESTORE_KINDS)
+    kinds: frozenset[str] | None = frozenset(str(k) for k in FIRESTORE_KINDS)
 
     def __init__(self, settings: FirestoreSettings, *, decoded: DecodedCache | None = None) -> None:
         import firebase_admin
@@ -195,6 +196,8 @@ class FirestoreSink:
                 batch.commit(timeout=30.0)
         except (gexc.InvalidArgument, gexc.FailedPrecondition) as exc:
             raise PermanentSinkError(f"Firestore refused the documents: {_short(exc)}") from None
+        except (OverflowError, TypeError, ValueError) as exc:  # a value the client cannot encode
+            raise PermanentSinkError(f"Firestore cannot encode the documents: {_short(exc)}") from None
         except Exception as exc:
             raise SinkError(f"Firestore write failed: {_short(exc)}") from None
         return len(writes)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cloud_bridge.channels import decode_item
 from cloud_bridge.config import InfluxSettings
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import QueuedItem
-from cloud_bridge.intake import decode_item
 from cloud_bridge.line_protocol import item_lines
 from cloud_bridge.sink import PermanentSinkError, SinkError
 from contract.errors import ContractError

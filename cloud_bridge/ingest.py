@@ -4,8 +4,13 @@ paho calls `handle` on its network thread; it only hands the message over. The i
 thread takes whatever has arrived (up to `batch` messages), validates each with the
 contract, commits the valid ones in one transaction, and only then sends the PUBACKs (in
 arrival order). Until then the broker still owns the message: if the bridge dies first, the
-broker redelivers it to the persistent session. Malformed messages are acknowledged too
-(they can never become valid) after a dead letter with the reason was published.
+broker redelivers it to the persistent session. Rejected messages are acknowledged too
+(they can never become valid, and a retained one would otherwise come back at every start):
+each is recorded in the queue's dead-letter table with its reason, in the same transaction
+as the valid ones, and published as a `DeadLetter` after the commit.
+
+No single message can stop ingest: each message is classified on its own and any error of
+its own (whatever the decoder raises) makes it a dead letter, never a dead thread.
 """
 
 from __future__ import annotations
@@ -17,14 +22,29 @@ import time
 from collections.abc import Callable
 
 from cloud_bridge.decoded_cache import DecodedCache
-from cloud_bridge.durable_queue import DurableQueue, NewItem
-from cloud_bridge.intake import Accepted, classify
+from cloud_bridge.durable_queue import DeadItem, DurableQueue, NewItem
+from cloud_bridge.intake import Accepted, Rejected, RejectReason, classify
 from contract.messages import DeadLetter
 from transport.connection import Message
 
 log = logging.getLogger(__name__)
 
 PublishDeadLetter = Callable[[DeadLetter], None]
+#: The dead-letter table's stage name for messages refused at intake.
+INTAKE_STAGE = "intake"
+#: Dead letters kept (a table row and an MQTT DeadLetter) per source and second at most; beyond
+#: that a flooding source's rejects are only counted, so invalid floods cannot fill the disk.
+DEADLETTERS_PER_SOURCE_S = 50
+
+
+def source_of(topic: str) -> str:
+    """Who sent a message, for quotas: the device id, `nodes/<id>` or `deadletter/<component>`."""
+    parts = topic.split("/")
+    if len(parts) < 3:
+        return topic[:64]
+    if parts[2] in ("nodes", "deadletter") and len(parts) > 3:
+        return f"{parts[2]}/{parts[3]}"[:64]
+    return parts[2][:64]
 
 
 class Ingest:
@@ -35,11 +55,16 @@ class Ingest:
         component: str,
         batch: int,
         publish_deadletter: PublishDeadLetter,
+        max_inbox: int = 20_000,
         decoded: DecodedCache | None = None,
     ) -> None:
         self._queue = queue
         self._component = component
         self._batch = batch
+        self._max_inbox = max_inbox
+        #: QoS 0 messages dropped per source because the inbox was full (a flood).
+        self.inbox_dropped: dict[str, int] = {}
+        self._letter_budget: dict[str, tuple[int, int]] = {}
         self._publish_deadletter = publish_deadletter
         self._decoded = decoded
         self._inbox: stdqueue.SimpleQueue[Message] = stdqueue.SimpleQueue()
@@ -59,9 +84,19 @@ class Ingest:
         return self
 
     def handle(self, message: Message) -> None:
-        """paho's network thread: hand over and return at once."""
-        if self._accepting:
-            self._inbox.put(message)
+        """paho's network thread: hand over and return at once.
+
+        QoS 1 messages are bounded by the broker's in-flight window (they are acked only after
+        the commit); QoS 0 ones are not, so a flood of them is cut at `max_inbox`, per source.
+        """
+        if not self._accepting:
+            return
+        if message.qos == 0 and self._inbox.qsize() >= self._max_inbox:
+            source = source_of(message.topic)
+            with self._lock:
+                self.inbox_dropped[source] = self.inbox_dropped.get(source, 0) + 1
+            return
+        self._inbox.put(message)
 
     def close_and_flush(self, timeout: float = 10.0) -> None:
         """Stop taking messages (unacknowledged ones stay with the broker) and commit the inbox."""
@@ -91,31 +126,77 @@ class Ingest:
                 continue
             self._process(batch)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _classify(self, message: Message) -> Accepted | Rejected:
+        try:
+            return classify(message.topic, message.payload)
+        except Exception as exc:  # classify never raises; if it ever does, the message is still only one
+            log.exception("classifying a message on %s failed", message.topic)
+            return Rejected(f"intake error: {type(exc).__name__}", None, category=RejectReason.DECODER)
+
+    def _within_letter_budget(self, source: str, now_ns: int) -> bool:
+        """True while `source` had fewer than DEADLETTERS_PER_SOURCE_S letters kept this second."""
+        second = now_ns // 1_000_000_000
+        start, used = self._letter_budget.get(source, (second, 0))
+        if start != second:
+            start, used = second, 0
+            if len(self._letter_budget) > 10_000:  # forget idle sources
+                self._letter_budget.clear()
+        self._letter_budget[source] = (start, used + 1)
+        return used < DEADLETTERS_PER_SOURCE_S
+
+    def _letter(self, message: Message, result: Rejected, now: int) -> DeadLetter | None:
+        # Each dead letter gets its own millisecond: stored as points, two letters with
+        # the same tags and timestamp would overwrite each other.
+        self._last_letter_ns = max(now, self._last_letter_ns + 1_000_000)
+        try:
+            return DeadLetter.for_payload(
+                component=self._component,
+                reason=result.reason,
+                topic=message.topic,
+                payload=message.payload,
+                ts_ns=self._last_letter_ns,
+                device_id=result.device_id,
+            )
+        except Exception:
+            log.exception("cannot build a dead letter for %s", message.topic)
+            return None
+
     def _process(self, batch: list[Message]) -> None:
         now = time.time_ns()
         items: list[NewItem] = []
+        dead: list[DeadItem] = []
         letters: list[DeadLetter] = []
         silent = 0
         for message in batch:
-            result = classify(message.topic, message.payload)
+            result = self._classify(message)
             if isinstance(result, Accepted):
-                items.append(NewItem(result.kind.value, message.topic, message.payload, now))
+                source = source_of(message.topic)
+                items.append(NewItem(result.kind.value, message.topic, message.payload, now, source))
                 if self._decoded is not None:  # the sinks reuse what validation decoded
                     self._decoded.put(result.kind.value, message.payload, result.decoded)
-            elif result.dead_letter:
-                # Each dead letter gets its own millisecond: stored as points, two letters with
-                # the same tags and timestamp would overwrite each other.
-                self._last_letter_ns = max(now, self._last_letter_ns + 1_000_000)
-                letters.append(
-                    DeadLetter.for_payload(
-                        component=self._component,
-                        reason=result.reason,
-                        topic=message.topic,
-                        payload=message.payload,
-                        ts_ns=self._last_letter_ns,
-                        device_id=result.device_id,
-                    )
+                continue
+            keep = self._within_letter_budget(source_of(message.topic), now)
+            dead.append(
+                DeadItem(
+                    INTAKE_STAGE,
+                    result.category.value,
+                    result.reason,
+                    message.topic,
+                    message.payload,
+                    now,
+                    keep_row=keep,
                 )
+            )
+            if not keep:
+                silent += 1
+                continue
+            letter = self._letter(message, result, now) if result.dead_letter else None
+            if letter is not None:
+                letters.append(letter)
                 log.info("dead letter for %s: %s", message.topic, result.reason)
             else:
                 silent += 1
@@ -123,7 +204,7 @@ class Ingest:
         failures = 0
         while True:
             try:
-                dropped = self._queue.append(items)
+                dropped = self._queue.append(items, dead)
                 break
             except Exception as exc:
                 # Nothing is acknowledged: keep retrying (the broker still holds every message).
@@ -132,7 +213,10 @@ class Ingest:
                 if self._stop.wait(min(5.0, 0.1 * 2**failures)) and failures > 3:
                     return
         for letter in letters:
-            self._publish_deadletter(letter)
+            try:
+                self._publish_deadletter(letter)
+            except Exception:  # recorded in the dead-letter table already
+                log.exception("publishing a dead letter for %s failed", letter.topic)
         for message in batch:
             message.ack()
         with self._lock:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import numpy.typing as npt
 
+from cloud_bridge.channels import Decoded, Kind, SessionClosed, SessionOutcome, expect
 from cloud_bridge.frame_stats import frame_stats
-from cloud_bridge.intake import Decoded, Kind, SessionOutcome
 from contract import timeseries as schema
 from contract.frame import MAX_PIXEL_CENTI, MIN_PIXEL_CENTI, Frame
 from contract.messages import (
@@ -181,24 +181,40 @@ def deadletter_line(letter: DeadLetter) -> str:
     )
 
 
+def _device_status(decoded: Decoded, topic: str, received_ns: int) -> list[str]:
+    # A device status names its device only through its topic (the registry checked it is the device's own).
+    device_id = parse_topic(topic).device_id or ""
+    return [device_status_line(expect(decoded, DeviceStatus), device_id, received_ns)]
+
+
+def _node_metrics(decoded: Decoded) -> list[str]:
+    line = node_metrics_line(expect(decoded, NodeMetrics))
+    return [line] if line else []
+
+
+def _no_lines(closed: SessionClosed) -> list[str]:
+    """A session closed without a verdict has no point: its `event=end` point is already written."""
+    return []
+
+
+_LineHandler = Callable[[Decoded, str, int, int], list[str]]
+#: One handler per queued kind: (decoded, topic, received_ns, rows_every) -> lines.
+_HANDLERS: dict[str, _LineHandler] = {
+    Kind.FRAME: lambda d, t, r, every: frame_lines(expect(d, Frame), rows_every=every),
+    Kind.VERDICT: lambda d, t, r, every: [verdict_line(expect(d, Verdict))],
+    Kind.RFID: lambda d, t, r, every: [rfid_line(expect(d, RfidEvent))],
+    Kind.SESSION_OUTCOME: lambda d, t, r, every: [session_outcome_line(expect(d, SessionOutcome))],
+    Kind.SESSION_CLOSED: lambda d, t, r, every: _no_lines(expect(d, SessionClosed)),
+    Kind.DEVICE_STATUS: lambda d, t, r, every: _device_status(d, t, r),
+    Kind.NODE_STATUS: lambda d, t, r, every: [node_status_line(expect(d, NodeStatus), r)],
+    Kind.NODE_METRICS: lambda d, t, r, every: _node_metrics(d),
+    Kind.DEADLETTER: lambda d, t, r, every: [deadletter_line(expect(d, DeadLetter))],
+}
+
+
 def item_lines(kind: str, topic: str, decoded: Decoded, received_ns: int, *, rows_every: int) -> list[str]:
     """All lines for one queued item (possibly none)."""
-    if kind == Kind.FRAME and isinstance(decoded, Frame):
-        return frame_lines(decoded, rows_every=rows_every)
-    if kind == Kind.VERDICT and isinstance(decoded, Verdict):
-        return [verdict_line(decoded)]
-    if kind == Kind.RFID and isinstance(decoded, RfidEvent):
-        return [rfid_line(decoded)]
-    if kind == Kind.SESSION_OUTCOME and isinstance(decoded, SessionOutcome):
-        return [session_outcome_line(decoded)]
-    if kind == Kind.DEVICE_STATUS and isinstance(decoded, DeviceStatus):
-        device_id = parse_topic(topic).device_id or ""
-        return [device_status_line(decoded, device_id, received_ns)]
-    if kind == Kind.NODE_STATUS and isinstance(decoded, NodeStatus):
-        return [node_status_line(decoded, received_ns)]
-    if kind == Kind.NODE_METRICS and isinstance(decoded, NodeMetrics):
-        line = node_metrics_line(decoded)
-        return [line] if line else []
-    if kind == Kind.DEADLETTER and isinstance(decoded, DeadLetter):
-        return [deadletter_line(decoded)]
-    raise ValueError(f"no line protocol for queued kind {kind!r}")
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        raise ValueError(f"no line protocol for queued kind {kind!r}")
+    return handler(decoded, topic, received_ns, rows_every)

@@ -1,4 +1,4 @@
-"""The bridge process: one MQTT connection, the durable queue, its sinks and the session tracker.
+"""The bridge process: one MQTT connection, the durable queue, its sinks and the session stage.
 
 Start order matters: queue and sinks first (so anything received can be stored), then the
 MQTT connection (persistent session, manual acks, retained `NodeStatus` online with an
@@ -11,43 +11,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from cloud_bridge.archive_sink import ArchiveSink
+from cloud_bridge.channels import SUBSCRIPTIONS
 from cloud_bridge.config import BridgeConfig, SinkRetry
 from cloud_bridge.decoded_cache import DecodedCache
-from cloud_bridge.durable_queue import DurableQueue, QueuedItem
+from cloud_bridge.durable_queue import DurableQueue, SourceQuota
 from cloud_bridge.ingest import Ingest
-from cloud_bridge.session_verdicts import SessionTracker
+from cloud_bridge.session_verdicts import STAGE_NAME, PendingSessionVerdicts
 from cloud_bridge.sink import Backoff, Sink, SinkWorker
 from cloud_bridge.verdict_publisher import SessionVerdictPublisher
 from contract.messages import DeadLetter, DeviceState, NodeMetrics, NodeRole, NodeStatus, encode_message
-from contract.topics import (
-    ALL_DEADLETTERS,
-    ALL_DEVICE_STATUS,
-    ALL_FRAMES,
-    ALL_NODE_METRICS,
-    ALL_NODE_STATUS,
-    ALL_RFID,
-    ALL_VERDICTS,
-    NodeChannel,
-    deadletter_topic,
-    node_topic,
-)
+from contract.topics import NodeChannel, deadletter_topic, node_topic
 from transport.connection import MqttConnection, PublishReceipt, Will
 
 log = logging.getLogger(__name__)
-
-SUBSCRIPTIONS = (
-    ALL_RFID,
-    ALL_FRAMES,
-    ALL_VERDICTS,
-    ALL_DEVICE_STATUS,
-    ALL_NODE_STATUS,
-    ALL_NODE_METRICS,
-    ALL_DEADLETTERS,
-)
 
 
 @dataclass(frozen=True)
@@ -65,20 +45,60 @@ class BridgeSummary:
     sink_rejected: int
     session_verdicts: int
     sink_depth: dict[str, int]
+    #: Dead letters per `stage/reason` (stage: intake or a sink), from the queue's dead-letter table.
+    dead_letters: dict[str, int]
+    #: A thread that died ("" while all live); the process must then exit non-zero.
+    fatal: str
+    #: Messages dropped per device/node: over its queue quota, or QoS 0 beyond a full inbox.
+    dropped_by_source: dict[str, int]
+    queue_bytes: int
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
+#: Exit status of `thermoscreen bridge` when one of its threads died (the supervisor restarts it).
+EXIT_THREAD_DIED = 70
+#: How often the watchdog checks that every bridge thread is alive.
+WATCHDOG_INTERVAL_S = 0.5
+
+
+def _log_fatal(reason: str) -> None:
+    log.critical("%s; the bridge stores nothing more and must be restarted", reason)
+
+
+#: Dead-letter reasons reported in the metrics message at most (a message holds 64 values).
+DEAD_METRICS_MAX = 16
+#: Devices with the most quota drops reported in the metrics message at most.
+DROP_METRICS_MAX = 16
+
+
+def _sum_counts(*counts: dict[str, int]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in counts:
+        for key, n in part.items():
+            total[key] = total.get(key, 0) + n
+    return dict(sorted(total.items()))
+
+
+def _dead_metric(key: str) -> str:
+    """`intake/malformed` -> `dead_intake_malformed` (metric names are flat)."""
+    return "dead_" + key.replace("/", "_").replace("-", "_")
+
+
 class Bridge:
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: BridgeConfig, *, on_fatal: Callable[[str], None] = _log_fatal) -> None:
+        """`on_fatal(reason)` is called once if a thread dies (the CLI exits non-zero there)."""
         self.config = config
+        self._on_fatal = on_fatal
+        self.fatal = ""
+        self._watchdog: threading.Thread | None = None
         self.node_id = config.bridge.node_id
         self.queue: DurableQueue | None = None
         self.connection: MqttConnection | None = None
         self.workers: dict[str, SinkWorker] = {}
         self.ingest: Ingest | None = None
-        self.tracker: SessionTracker | None = None
+        self.sessions: PendingSessionVerdicts | None = None
         self._metrics_stop = threading.Event()
         self._metrics_thread: threading.Thread | None = None
         self._last_rate: tuple[float, int] = (time.monotonic(), 0)
@@ -108,8 +128,10 @@ class Bridge:
             sinks.append((publisher, SinkRetry(batch_items=50, backoff_min_s=0.5, backoff_max_s=10.0)))
             self.queue = DurableQueue(
                 cfg.queue.path,
-                [s.name for s, _ in sinks],
+                [*(s.name for s, _ in sinks), STAGE_NAME],
                 max_items=cfg.queue.max_items,
+                max_bytes=cfg.queue.max_bytes,
+                quota=SourceQuota(cfg.queue.per_source.max_items, cfg.queue.per_source.max_bytes),
                 drop_policy=cfg.queue.drop_policy,
                 synchronous=cfg.queue.synchronous,
             )
@@ -117,22 +139,29 @@ class Bridge:
             for sink, _ in sinks:
                 sink.close()
             raise
-        self.tracker = SessionTracker(cfg.archive.path, self.queue, cfg.sessions, archive_sink=archive_sink.name)
+        # The session stage: a queue consumer of its own (rfid + verdict items), whose results
+        # go back into the queue for the sinks.
+        self.sessions = PendingSessionVerdicts(
+            self.queue,
+            cfg.sessions,
+            archive_path=cfg.archive.path,
+            archive_sink=archive_sink.name,
+            decode=decoded.decode,
+        )
         for sink, retry in sinks:
-            hook = self._after_archive if sink is archive_sink else None
             self.workers[sink.name] = SinkWorker(
                 sink,
                 self.queue,
                 batch_items=retry.batch_items,
                 backoff=Backoff(retry.backoff_min_s, retry.backoff_max_s),
-                on_batch=hook,
                 linger_s=retry.linger_ms / 1000.0,
             ).start()
-        self.tracker.start()
+        self.sessions.start()
         self.ingest = Ingest(
             self.queue,
             component=self.node_id,
             batch=cfg.queue.ingest_batch,
+            max_inbox=cfg.queue.max_inbox,
             publish_deadletter=self._deadletter,
             decoded=decoded,
         ).start()
@@ -152,13 +181,35 @@ class Bridge:
                 raise ConnectionError(f"broker refused the subscription to {topic_filter}: {receipt.reason_codes}")
         self._metrics_thread = threading.Thread(target=self._metrics_loop, name="bridge-metrics", daemon=True)
         self._metrics_thread.start()
+        self._watchdog = threading.Thread(target=self._watch, name="bridge-watchdog", daemon=True)
+        self._watchdog.start()
         return self
+
+    def dead_threads(self) -> list[str]:
+        """Names of the bridge's threads that are no longer running."""
+        threads: dict[str, bool] = {f"sink {name}": w.alive for name, w in self.workers.items()}
+        if self.ingest is not None:
+            threads["ingest"] = self.ingest.alive
+        if self.sessions is not None:
+            threads["session stage"] = self.sessions.alive
+        return sorted(name for name, alive in threads.items() if not alive)
+
+    def _watch(self) -> None:
+        """A thread that dies would leave the process up but storing nothing: report it once."""
+        while not self._metrics_stop.wait(WATCHDOG_INTERVAL_S):
+            dead = self.dead_threads()
+            if dead and not self._metrics_stop.is_set():
+                self.fatal = f"bridge thread(s) died: {', '.join(dead)}"
+                self._on_fatal(self.fatal)
+                return
 
     def stop(self) -> BridgeSummary:
         """Graceful stop: commit and ack what arrived, let sinks drain briefly, go offline."""
         self._metrics_stop.set()
         if self._metrics_thread is not None:
             self._metrics_thread.join(5.0)
+        if self._watchdog is not None:
+            self._watchdog.join(5.0)
         if self.ingest is not None:
             self.ingest.close_and_flush()
         if self.queue is not None:
@@ -177,14 +228,10 @@ class Bridge:
             worker.request_stop()
         for worker in self.workers.values():
             worker.stop()
-        if self.tracker is not None:
-            self.tracker.stop()
+        if self.sessions is not None:
+            self.sessions.stop()
         if self.queue is not None:
             self.queue.close()
-
-    def _after_archive(self, items: Sequence[QueuedItem]) -> None:
-        if self.tracker is not None:
-            self.tracker.on_archived(items)
 
     # -- publishing ------------------------------------------------------------------------
     def _status(self, state: DeviceState) -> bytes:
@@ -220,6 +267,11 @@ class Bridge:
             "stored": float(stats.stored),
             "messages_per_s": round(rate, 2),
             "deadletters": float(self.ingest.deadletters),
+            **{_dead_metric(key): float(n) for key, n in sorted(stats.dead.items())[:DEAD_METRICS_MAX]},
+            **{
+                f"dropped_{source.replace('-', '_').replace('/', '_')}": float(n)
+                for source, n in sorted(stats.quota_dropped.items(), key=lambda kv: -kv[1])[:DROP_METRICS_MAX]
+            },
         }
 
     def publish_metrics(self) -> None:
@@ -253,8 +305,12 @@ class Bridge:
             oldest_age_s=round(stats.oldest_age_s, 3),
             sink_errors=sum(c.errors for c in counters),
             sink_rejected=sum(c.rejected for c in counters),
-            session_verdicts=self.tracker.published if self.tracker else 0,
+            session_verdicts=self.sessions.published if self.sessions else 0,
             sink_depth=stats.sink_depth,
+            dead_letters=stats.dead,
+            fatal=self.fatal,
+            dropped_by_source=_sum_counts(stats.quota_dropped, ingest.inbox_dropped if ingest else {}),
+            queue_bytes=stats.depth_bytes,
         )
 
     def wait_idle(self, timeout: float) -> bool:

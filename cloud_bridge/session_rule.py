@@ -12,6 +12,9 @@ Rule `mean-logit-v1`:
 Why the mean of logits: it is the geometric-mean odds, so one noisy frame moves the result
 less than one confident frame does under a max rule, and a uniform session keeps its
 per-frame probability exactly.
+
+Written against the contract's `Verdict` (what inference nodes publish), not a store's row
+type: the session stage holds the frame verdicts it received from the queue.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cloud_bridge.archive import VerdictRecord
+from contract.messages import Verdict
 
 RULE_NAME = "mean-logit-v1"
 _EPS = 1e-6
@@ -48,9 +51,9 @@ def sigmoid(x: float) -> float:
     return e / (1.0 + e)
 
 
-def combine(verdicts: Sequence[VerdictRecord]) -> Combined | None:
+def combine(verdicts: Sequence[Verdict]) -> Combined | None:
     """The session verdict from its frame verdicts, or None without any."""
-    by_frame: dict[tuple[str, int], VerdictRecord] = {}
+    by_frame: dict[tuple[str, int], Verdict] = {}
     for v in verdicts:
         by_frame[(v.device_id, v.seq)] = v
     if not by_frame:

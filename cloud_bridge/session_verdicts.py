@@ -1,11 +1,21 @@
-"""Turns ended sessions into session verdicts once their frame verdicts are in.
+"""The session stage: turns ended sessions into session verdicts once their frame verdicts are in.
 
-A session is complete when its `session_end` is archived and either every frame the device
-reported has a verdict, or `grace_s` passed (late verdicts), and the archive has caught up
-with everything queued up to that moment. The verdict is computed from the archive with the
-rule in `session_rule` and queued as a `SessionOutcome` item, from which the sinks store it
-and the publisher sends it to the device. Ended sessions without a verdict are picked up
-again after a restart (the archive says which), so a crash delays a verdict, never loses it.
+An explicit stage of the queue, like a sink: it drains the queue's rfid and verdict items
+after its own cursor (`STAGE_NAME`), gets each record from the shared decoded cache (the one
+ingest validated; no second decode in the common case), and holds, per session it has seen
+and not yet judged, the session's start/end and its frame verdicts (the contract's `Verdict`,
+which the rule in `session_rule` is written against). It writes nothing itself: a result is
+queued as an item (`SessionOutcome`, or `SessionClosed` for a session that never got a frame
+verdict), from which the archive sink (the one writer of the archive), the other sinks and
+the publisher store and send it.
+
+A session is complete when its `session_end` is in and either every frame the device
+reported has a verdict, or `grace_s` passed (late verdicts) and the stage has read
+everything queued up to that moment. Restart: what the stage held was in memory; the archive
+holds every rfid/verdict item the archive sink confirmed, so the stage waits until the
+archive has caught up with everything queued before the restart, reads the sessions without
+a verdict from it once, and continues with the queue after that point. A crash delays a
+verdict, never loses it.
 """
 
 from __future__ import annotations
@@ -14,150 +24,182 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud_bridge.archive import Archive
+from cloud_bridge.channels import Decoded, Kind, SessionClosed, SessionOutcome, decode_item, expect
 from cloud_bridge.config import SessionSettings
-from cloud_bridge.durable_queue import DurableQueue, NewItem, QueuedItem
-from cloud_bridge.intake import Kind, SessionOutcome, decode_item
+from cloud_bridge.durable_queue import Batch, DurableQueue, NewItem, QueuedItem
 from cloud_bridge.session_rule import RULE_NAME, combine
 from contract.messages import RfidEvent, RfidEventKind, SessionVerdict, Verdict
 from contract.topics import session_verdict_topic
 
 log = logging.getLogger(__name__)
+
+#: The stage's cursor in the queue.
+STAGE_NAME = "sessions"
+STAGE_KINDS = frozenset({Kind.RFID.value, Kind.VERDICT.value})
 _DONE_MEMORY = 10_000
+_BATCH = 2000
 
 
 @dataclass
-class _Pending:
-    deadline: float
-    give_up: float
+class _Session:
+    device_id: str | None = None
+    patient_ref: str | None = None
+    started_ns: int | None = None
+    ended_ns: int | None = None
+    frames_reported: int | None = None
+    #: One verdict per frame (device, seq): a redelivered verdict replaces its own.
+    verdicts: dict[tuple[str, int], Verdict] = field(default_factory=dict)
+    #: monotonic deadlines, set when the end is seen.
+    deadline: float = 0.0
+    give_up: float = 0.0
+    #: The queue's last id when the grace period ran out: judge once the stage read up to it.
     mark: int | None = None
 
 
-class SessionTracker:
+class PendingSessionVerdicts:
+    """Sessions seen but not yet judged, with their frame verdicts; judged ones are queued as results."""
+
+    name = STAGE_NAME
+
     def __init__(
-        self, archive_path: Path, queue: DurableQueue, settings: SessionSettings, *, archive_sink: str
+        self,
+        queue: DurableQueue,
+        settings: SessionSettings,
+        *,
+        archive_path: Path,
+        archive_sink: str,
+        decode: Callable[[str, bytes], Decoded] = decode_item,
     ) -> None:
-        self._archive = Archive(archive_path, readonly=True)
-        self._writer = Archive(archive_path, readonly=False)
         self._queue = queue
         self._settings = settings
+        self._archive_path = archive_path
         self._archive_sink = archive_sink
-        self._cond = threading.Condition()
-        self._pending: dict[str, _Pending] = {}
+        self._decode = decode
+        self._sessions: dict[str, _Session] = {}
         self._done: OrderedDict[str, None] = OrderedDict()
         self._startup_mark: int | None = queue.last_id
-        self._stop = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
         self.published = 0
-        self._thread = threading.Thread(target=self._run, name="session-tracker", daemon=True)
+        self.closed_without_verdict = 0
+        self._thread = threading.Thread(target=self._run, name="session-stage", daemon=True)
 
-    def start(self) -> SessionTracker:
+    def start(self) -> PendingSessionVerdicts:
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
+        self._stop.set()
+        self._queue.wake()
         self._thread.join(timeout)
-        self._archive.close()
-        self._writer.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     @property
     def pending(self) -> list[str]:
-        with self._cond:
-            return sorted(self._pending)
+        """Ended sessions still waiting for their verdict."""
+        with self._lock:
+            return sorted(sid for sid, s in self._sessions.items() if s.ended_ns is not None)
 
-    def on_archived(self, items: Sequence[QueuedItem]) -> None:
-        """Called by the archive sink after each stored batch."""
-        now = time.monotonic()
-        with self._cond:
-            touched = False
-            for item in items:
-                if item.kind == Kind.RFID:
-                    event = decode_item(item.kind, item.payload)
-                    if isinstance(event, RfidEvent) and event.event == RfidEventKind.SESSION_END:
-                        self._add_locked(event.session_id, now)
-                        touched = True
-                elif item.kind == Kind.VERDICT and self._pending:
-                    verdict = decode_item(item.kind, item.payload)
-                    touched = touched or (isinstance(verdict, Verdict) and verdict.session_id in self._pending)
-                elif item.kind == Kind.SESSION_OUTCOME:
-                    outcome = decode_item(item.kind, item.payload)
-                    if isinstance(outcome, SessionOutcome):
-                        self._pending.pop(outcome.verdict.session_id, None)
-            if touched:
-                self._cond.notify_all()
-
-    def _add_locked(self, session_id: str, now: float) -> None:
-        if session_id in self._done or session_id in self._pending:
-            return
-        self._pending[session_id] = _Pending(now + self._settings.grace_s, now + self._settings.max_wait_s)
-
+    # -- the loop --------------------------------------------------------------------------
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                if self._stop:
-                    return
-                self._cond.wait(timeout=0.2)
-                if self._stop:
-                    return
-                snapshot = dict(self._pending)
+        while not self._stop.is_set():
             try:
-                self._resume_after_restart()
-                for session_id, pending in snapshot.items():
-                    self._evaluate(session_id, pending)
+                if self._startup_mark is not None and not self._resume():
+                    self._queue.wait_for_data(self._archive_sink, timeout=0.2, stop=self._stop)
+                    continue
+                moved = self.step()
             except Exception:
-                log.exception("session tracker step failed; retrying")
+                log.exception("session stage step failed; retrying")
+                self._stop.wait(1.0)
+                continue
+            if not moved:
+                self._queue.wait_for_data(self.name, timeout=0.2, stop=self._stop)
 
-    def _resume_after_restart(self) -> None:
-        if self._startup_mark is None or self._queue.cursor(self._archive_sink) < self._startup_mark:
-            return
-        self._startup_mark = None
+    def step(self) -> bool:
+        """Read one batch, take it in, judge what is complete; True if the cursor moved."""
+        batch = self._queue.read(self.name, max_items=_BATCH, kinds=STAGE_KINDS)
         now = time.monotonic()
-        with self._cond:
-            for record in self._archive.pending_sessions():
-                self._add_locked(record.session_id, now)
+        for item in batch.items:
+            self._take(item, now)
+        moved = batch.end_id > self._queue.cursor(self.name)
+        if moved:
+            self._queue.confirm(batch)
+        self._judge_due(time.monotonic())
+        return moved
 
-    def _evaluate(self, session_id: str, pending: _Pending) -> None:
-        record = self._archive.session(session_id)
-        if record is None or record.ended_ns is None or record.verdict_ns is not None:
-            self._forget(session_id)
+    def _take(self, item: QueuedItem, now: float) -> None:
+        decoded = self._decode(item.kind, item.payload)
+        if item.kind == Kind.RFID:
+            self._take_event(expect(decoded, RfidEvent), now)
+        elif item.kind == Kind.VERDICT:
+            verdict = expect(decoded, Verdict)
+            if verdict.session_id is not None and verdict.session_id not in self._done:
+                self._session(verdict.session_id).verdicts[(verdict.device_id, verdict.seq)] = verdict
+
+    def _session(self, session_id: str) -> _Session:
+        with self._lock:
+            return self._sessions.setdefault(session_id, _Session())
+
+    def _take_event(self, event: RfidEvent, now: float) -> None:
+        if event.session_id in self._done:
             return
-        verdicts = self._archive.verdicts(session_id)
-        now = time.monotonic()
-        frames_in = len({(v.device_id, v.seq) for v in verdicts})
-        all_in = (
-            record.frames_reported is not None and record.frames_reported > 0 and frames_in >= record.frames_reported
-        )
+        session = self._session(event.session_id)
+        session.device_id = event.device_id
+        session.patient_ref = event.patient_ref
+        if event.event == RfidEventKind.SESSION_START:
+            session.started_ns = event.ts_ns
+            return
+        if session.ended_ns is None:
+            session.deadline = now + self._settings.grace_s
+            session.give_up = now + self._settings.max_wait_s
+        session.ended_ns = event.ts_ns
+        session.frames_reported = event.frame_count
+
+    # -- judging ---------------------------------------------------------------------------
+    def _judge_due(self, now: float) -> None:
+        with self._lock:
+            ended = [(sid, s) for sid, s in self._sessions.items() if s.ended_ns is not None]
+        for session_id, session in ended:
+            self._judge(session_id, session, now)
+
+    def _judge(self, session_id: str, session: _Session, now: float) -> None:
+        verdicts = [v for v in session.verdicts.values() if v.device_id == session.device_id]
+        frames_in = len(verdicts)
+        reported = session.frames_reported
+        all_in = reported is not None and reported > 0 and frames_in >= reported
         if not all_in:
-            if now < pending.deadline:
+            if now < session.deadline:
                 return
-            # Everything queued until now must be archived before the session is judged.
-            if pending.mark is None:
-                pending.mark = self._queue.last_id
-            if self._queue.cursor(self._archive_sink) < pending.mark:
+            # Everything queued until now must have been read before the session is judged.
+            if session.mark is None:
+                session.mark = self._queue.last_id
+            if self._queue.cursor(self.name) < session.mark:
                 return
-            verdicts = self._archive.verdicts(session_id)
         combined = combine(verdicts)
         if combined is None:
-            if now >= pending.give_up:
+            if now >= session.give_up:
                 log.warning("session %s ended without any frame verdict; closed without a session verdict", session_id)
-                self._writer.put_session_no_verdict(session_id, time.time_ns())
-                self._writer.commit()
+                closed = SessionClosed(session_id=session_id, closed_ns=time.time_ns())
+                self._emit(Kind.SESSION_CLOSED, session.device_id, closed.model_dump_json().encode("utf-8"))
+                self.closed_without_verdict += 1
                 self._forget(session_id)
             return
-        if record.patient_ref is None:
+        if session.patient_ref is None or session.device_id is None or session.ended_ns is None:
             log.warning("session %s has no patient_ref; no session verdict", session_id)
             self._forget(session_id)
             return
         verdict = SessionVerdict(
-            device_id=record.device_id,
+            device_id=session.device_id,
             session_id=session_id,
-            patient_ref=record.patient_ref,
+            patient_ref=session.patient_ref,
             frames=combined.frames,
             probability=combined.probability,
             flagged=combined.flagged,
@@ -166,17 +208,8 @@ class SessionTracker:
             model_version=combined.model_version,
             ts_ns=time.time_ns(),
         )
-        outcome = SessionOutcome(verdict=verdict, started_ns=record.started_ns, ended_ns=record.ended_ns)
-        self._queue.append(
-            [
-                NewItem(
-                    Kind.SESSION_OUTCOME,
-                    session_verdict_topic(record.device_id),
-                    outcome.model_dump_json().encode("utf-8"),
-                    time.time_ns(),
-                )
-            ]
-        )
+        outcome = SessionOutcome(verdict=verdict, started_ns=session.started_ns, ended_ns=session.ended_ns)
+        self._emit(Kind.SESSION_OUTCOME, session.device_id, outcome.model_dump_json().encode("utf-8"))
         self.published += 1
         log.info(
             "session %s: %d frames, probability %.3f, %s",
@@ -187,9 +220,37 @@ class SessionTracker:
         )
         self._forget(session_id)
 
+    def _emit(self, kind: Kind, device_id: str | None, payload: bytes) -> None:
+        topic = session_verdict_topic(device_id) if device_id else f"{STAGE_NAME}/{kind.value}"
+        self._queue.append([NewItem(kind.value, topic, payload, time.time_ns())])
+
     def _forget(self, session_id: str) -> None:
-        with self._cond:
-            self._pending.pop(session_id, None)
+        with self._lock:
+            self._sessions.pop(session_id, None)
             self._done[session_id] = None
             while len(self._done) > _DONE_MEMORY:
                 self._done.popitem(last=False)
+
+    # -- restart ---------------------------------------------------------------------------
+    def _resume(self) -> bool:
+        """Once the archive holds everything queued before this start: take its unjudged sessions."""
+        mark = self._startup_mark
+        if mark is None:
+            return True
+        if self._queue.cursor(self._archive_sink) < mark:
+            return False
+        now = time.monotonic()
+        with Archive(self._archive_path, readonly=True) as archive:
+            for record in archive.sessions_without_verdict():
+                session = self._session(record.session_id)
+                session.device_id, session.patient_ref = record.device_id, record.patient_ref
+                session.started_ns, session.ended_ns = record.started_ns, record.ended_ns
+                session.frames_reported = record.frames_reported
+                session.deadline = now + self._settings.grace_s
+                session.give_up = now + self._settings.max_wait_s
+                for row in archive.verdicts(record.session_id):
+                    session.verdicts[(row.device_id, row.seq)] = row.as_verdict()
+        # Items up to the mark are in the archive (read above); the queue is read after it.
+        self._queue.confirm(Batch(self.name, [], mark))
+        self._startup_mark = None
+        return True

@@ -1,11 +1,22 @@
 """A sink drains the durable queue in batches; a batch leaves its queue only once stored.
 
 `SinkWorker` runs one sink on its own thread: read a batch after the sink's cursor, write
-it, confirm it; on failure keep the batch, count the error and retry after an exponential
-back-off (min..max, reset by the next success). A sink raises `PermanentSinkError` for
-items the store will never accept (e.g. HTTP 400): the worker then writes the batch item by
-item and skips only the items that are refused again, so one poison item cannot block the
-queue forever; the skipped ones are counted (`rejected`) and logged.
+it, confirm it. Errors are sorted in two (`is_transient`):
+
+- transient (the store is down, a timeout, a locked database: `SinkError`, `OSError`,
+  `sqlite3.OperationalError`): keep the batch, count the error, retry after an exponential
+  back-off (min..max, reset by the next success);
+- anything else is permanent for some item of the batch (`PermanentSinkError` such as HTTP
+  400, a corrupt row, an integer the store cannot hold: OverflowError, an encoding error, a
+  constraint): the worker bisects the batch, stores every item the store accepts, and moves
+  each refused item to the queue's dead-letter table with its reason (`rejected`, and per
+  reason in the queue's stats). One poison item never blocks the queue, nor is it retried
+  forever as if the store were down (an OverflowError once was, and the archive stopped for
+  everybody).
+
+If the worker thread itself dies (a bug outside the write), `alive` turns False and the
+bridge's watchdog makes the process exit non-zero, so "running but storing nothing" cannot
+last.
 
 Linger: once an item is waiting, the worker waits up to `linger_s` for `batch_items` to
 queue up before it writes, as long as items keep arriving (it stops waiting after
@@ -18,13 +29,15 @@ leaves the queue only when confirmed.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from cloud_bridge.durable_queue import Batch, DurableQueue, QueuedItem
+from cloud_bridge.durable_queue import Batch, DeadItem, DurableQueue, QueuedItem
+from contract.errors import ContractError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +48,38 @@ class SinkError(RuntimeError):
 
 class PermanentSinkError(SinkError):
     """A write the store refuses for good (malformed data); retrying the same items cannot help."""
+
+
+class DeadReason:
+    """Reasons a sink refuses one item for good (dead-letter counts are kept per reason)."""
+
+    REFUSED = "refused"  # the store said so (PermanentSinkError: HTTP 400, ...)
+    CORRUPT = "corrupt"  # the queued row does not decode
+    RANGE = "range"  # a number the store cannot hold (OverflowError, SQLite integer overflow)
+    ENCODING = "encoding"
+    CONSTRAINT = "constraint"
+    ERROR = "error"  # any other error of this item alone
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that say nothing about the items: the store or the link is down, busy or slow."""
+    if isinstance(exc, PermanentSinkError):
+        return False
+    return isinstance(exc, SinkError | OSError | sqlite3.OperationalError)
+
+
+def dead_reason(exc: BaseException) -> str:
+    if isinstance(exc, PermanentSinkError):
+        return DeadReason.REFUSED
+    if isinstance(exc, ContractError):
+        return DeadReason.CORRUPT
+    if isinstance(exc, OverflowError):
+        return DeadReason.RANGE
+    if isinstance(exc, UnicodeError):
+        return DeadReason.ENCODING
+    if isinstance(exc, sqlite3.IntegrityError):
+        return DeadReason.CONSTRAINT
+    return DeadReason.ERROR
 
 
 class Sink(Protocol):
@@ -80,7 +125,6 @@ class SinkWorker:
         *,
         batch_items: int,
         backoff: Backoff,
-        on_batch: Callable[[Sequence[QueuedItem]], None] | None = None,
         linger_s: float = 0.0,
     ) -> None:
         self.sink = sink
@@ -88,7 +132,6 @@ class SinkWorker:
         self.batch_items = batch_items
         self.linger_s = linger_s
         self.backoff = backoff
-        self._on_batch = on_batch
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._batches = self._items = self._written = self._errors = self._rejected = 0
@@ -129,11 +172,6 @@ class SinkWorker:
             return False
         written = self._write(batch)
         self.queue.confirm(batch)
-        if self._on_batch is not None:
-            try:
-                self._on_batch(batch.items)
-            except Exception:  # the batch is stored; a failing observer must not make it look failed
-                log.exception("%s: after-batch hook failed", self.sink.name)
         with self._lock:
             self._batches += 1
             self._items += len(batch.items)
@@ -142,25 +180,47 @@ class SinkWorker:
         return True
 
     def _write(self, batch: Batch) -> int:
+        """Write the batch; a permanent error is narrowed down by bisection, a transient one raised."""
+        return self._write_part(batch.items)
+
+    def _write_part(self, items: Sequence[QueuedItem]) -> int:
         try:
-            return self.sink.write(batch.items)
-        except PermanentSinkError as exc:
-            if len(batch.items) == 1:
-                self._reject(batch.items[0], exc)
+            return self.sink.write(items)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if len(items) == 1:
+                self._reject(items[0], exc)
                 return 0
-            log.warning(
-                "%s refused a batch (%s); writing its %d items one by one", self.sink.name, exc, len(batch.items)
-            )
-        written = 0
-        for item in batch.items:
-            try:
-                written += self.sink.write([item])
-            except PermanentSinkError as exc:
-                self._reject(item, exc)
-        return written
+            log.warning("%s refused a batch of %d (%s); bisecting it", self.sink.name, len(items), _text(exc))
+        middle = len(items) // 2
+        return self._write_part(items[:middle]) + self._write_part(items[middle:])
 
     def _reject(self, item: QueuedItem, exc: Exception) -> None:
-        log.error("%s refused item %d (%s on %s) for good: %s", self.sink.name, item.id, item.kind, item.topic, exc)
+        reason = dead_reason(exc)
+        log.error(
+            "%s refused item %d (%s on %s) for good [%s]: %s",
+            self.sink.name,
+            item.id,
+            item.kind,
+            item.topic,
+            reason,
+            _text(exc),
+        )
+        self.queue.dead_letter(
+            [
+                DeadItem(
+                    stage=self.sink.name,
+                    reason=reason,
+                    detail=f"{type(exc).__name__}: {_text(exc)}",
+                    topic=item.topic,
+                    payload=item.payload,
+                    received_ns=item.received_ns,
+                    item_id=item.id,
+                    kind=item.kind,
+                )
+            ]
+        )
         with self._lock:
             self._rejected += 1
 
@@ -180,7 +240,7 @@ class SinkWorker:
             except Exception as exc:
                 failures += 1
                 delay = self.backoff.delay(failures)
-                text = " ".join(str(exc).split())[:300] or type(exc).__name__
+                text = _text(exc)
                 with self._lock:
                     self._errors += 1
                     self._last_error = text
@@ -198,3 +258,7 @@ class SinkWorker:
             self.sink.close()
         except Exception:
             log.debug("closing %s failed", self.sink.name, exc_info=True)
+
+
+def _text(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__

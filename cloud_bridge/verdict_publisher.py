@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cloud_bridge.channels import Kind, SessionOutcome
 from cloud_bridge.durable_queue import QueuedItem
-from cloud_bridge.intake import Kind, SessionOutcome
 from cloud_bridge.sink import SinkError
 from contract.messages import encode_message
 from contract.topics import session_verdict_topic

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.durable_queue import DurableQueue, NewItem
+from cloud_bridge.durable_queue import DeadItem, DurableQueue, NewItem, SourceQuota
 
 
 def _items(n: int, start: int = 0) -> list[NewItem]:
@@ -104,3 +104,36 @@ def test_queue_file_uses_wal(tmp_path: Path) -> None:
     DurableQueue(tmp_path / "q.sqlite", ["a"]).close()
     with sqlite3.connect(tmp_path / "q.sqlite") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _from(source: str, n: int, size: int = 100) -> list[NewItem]:
+    return [NewItem("frame", f"thermo/v1/{source}/frame", bytes([i % 256]) * size, 0, source) for i in range(n)]
+
+
+def test_the_queue_is_bounded_in_bytes_and_each_source_by_its_quota(tmp_path: Path) -> None:
+    q = DurableQueue(tmp_path / "q.sqlite", ["a"], max_bytes=10 * 100, quota=SourceQuota(max_items=4, max_bytes=350))
+    assert q.append(_from("noisy", 6)) == 3  # the quota's bytes (350) hold 3 of 100 bytes
+    assert q.append(_from("calm", 3)) == 0
+    assert q.append(_from("noisy", 1)) == 1  # still at its quota: refused, nothing else moves
+    stats = q.stats()
+    assert stats.quota_dropped == {"noisy": 4} and stats.dropped == 0 and stats.depth_bytes == 600
+    q.confirm(q.read("a", max_items=2))  # two of noisy's leave: room for two again
+    assert q.append(_from("noisy", 3)) == 1
+    # The global byte bound (1000) drops the oldest by bytes; the bridge's own items have no quota.
+    assert q.append([NewItem("session_outcome", "t", b"x" * 500, 0)]) == 1
+    assert q.stats().dropped == 1 and q.stats().depth_bytes == 1000
+    q.close()
+    again = DurableQueue(tmp_path / "q.sqlite", ["a"], quota=SourceQuota(max_items=4, max_bytes=350))
+    stats = again.stats()
+    assert stats.quota_dropped == {"noisy": 5} and stats.depth_bytes == 1000 and stats.dropped == 1
+    assert again.append(_from("noisy", 2)) == 1  # the per-source counts are rebuilt from the file
+    again.close()
+
+
+def test_a_dead_letter_with_unencodable_text_is_stored_not_raised(tmp_path: Path) -> None:
+    """A lone surrogate in a reason would otherwise fail the whole ingest transaction."""
+    q = DurableQueue(tmp_path / "q.sqlite", ["a"])
+    q.append(_items(1), [DeadItem("intake", "malformed", "bad \ud800 text", "t/\udcff", b"x", 0)])
+    [dead] = q.dead_letters()
+    assert dead.detail == "bad ? text" and q.stats().dead == {"intake/malformed": 1} and q.stats().depth == 1
+    q.close()

@@ -6,12 +6,24 @@ import math
 
 import pytest
 
-from cloud_bridge.archive import VerdictRecord
 from cloud_bridge.session_rule import combine, logit, sigmoid
+from contract.messages import Verdict
 
 
-def _v(seq: int, p: float, model: str = "m1", threshold: float = 0.5) -> VerdictRecord:
-    return VerdictRecord("d", seq, "s" * 32, None, 1000 + seq, p, p >= threshold, threshold, model, "n", 1.0)
+def _v(seq: int, p: float, model: str = "m1", threshold: float = 0.5) -> Verdict:
+    return Verdict(
+        device_id="d",
+        seq=seq,
+        capture_ns=1000 + seq,
+        session_id="5" * 32,
+        probability=p,
+        label="x",
+        flagged=p >= threshold,
+        threshold=threshold,
+        model_version=model,
+        node_id="n",
+        latency_ms=1.0,
+    )
 
 
 def test_uniform_sessions_keep_their_probability_and_mixed_ones_average_logits() -> None:

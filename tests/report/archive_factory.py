@@ -82,7 +82,7 @@ def write_archive(path: Path, specs: list[SessionSpec], *, seed: int = 7) -> Non
             )
             if spec.with_verdict:
                 archive.put_verdicts(verdicts)
-                combined = combine(verdicts)
+                combined = combine([v.as_verdict() for v in verdicts])
                 assert combined is not None
                 archive.put_session_verdict(
                     session_id=spec.session_id,

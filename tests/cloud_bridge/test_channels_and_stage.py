@@ -1,0 +1,66 @@
+"""The channel registry is the one description of what the bridge takes, and the session
+stage's results reach the archive only through the queue (real SQLite queue and archive)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from cloud_bridge import archive_sink, firestore_sink, line_protocol
+from cloud_bridge.archive import Archive
+from cloud_bridge.archive_sink import ArchiveSink
+from cloud_bridge.channels import BY_KIND, CHANNELS, SUBSCRIPTIONS, Kind
+from cloud_bridge.config import SessionSettings
+from cloud_bridge.durable_queue import DurableQueue, NewItem
+from cloud_bridge.session_verdicts import STAGE_NAME, PendingSessionVerdicts
+from cloud_bridge.sink import Backoff, SinkWorker
+from contract.messages import encode_message
+from contract.topics import rfid_topic
+from devtools.synthetic_stream import make_session
+
+
+def test_every_kind_has_one_channel_and_every_sink_handles_only_registered_kinds() -> None:
+    assert set(BY_KIND) == {k.value for k in Kind} and len(CHANNELS) == len(Kind)
+    assert len(set(SUBSCRIPTIONS)) == len(SUBSCRIPTIONS) == sum(c.subscription is not None for c in CHANNELS)
+    assert set(line_protocol._HANDLERS) == set(BY_KIND)  # Influx writes every kind (or says why not)
+    assert set(BY_KIND) >= archive_sink.ARCHIVE_KINDS and set(BY_KIND) >= firestore_sink.FIRESTORE_KINDS
+
+
+def test_a_session_without_verdicts_is_closed_through_the_queue(tmp_path: Path) -> None:
+    queue = DurableQueue(tmp_path / "q.sqlite", ["archive", STAGE_NAME])
+    session = make_session("closed-1", 2, seed=8)
+    queue.append(
+        [
+            NewItem(Kind.RFID, rfid_topic("closed-1"), encode_message(session.start), 0),
+            NewItem(Kind.RFID, rfid_topic("closed-1"), encode_message(session.end), 0),
+        ]
+    )
+    sink = ArchiveSink(tmp_path / "archive.sqlite")
+    worker = SinkWorker(sink, queue, batch_items=100, backoff=Backoff(0.1, 1.0))
+    while worker.drain_once():
+        pass
+    stage = PendingSessionVerdicts(
+        queue,
+        SessionSettings(grace_s=0.0, max_wait_s=0.3),
+        archive_path=tmp_path / "archive.sqlite",
+        archive_sink="archive",
+    )
+    assert stage._resume()  # the archive has everything queued before the start
+    deadline = time.monotonic() + 5.0
+    while stage.closed_without_verdict == 0 and time.monotonic() < deadline:
+        stage.step()
+        time.sleep(0.05)
+    assert stage.closed_without_verdict == 1 and stage.pending == []
+    with Archive(tmp_path / "archive.sqlite") as archive:  # the stage itself wrote nothing
+        record = archive.session(session.session_id)
+        assert record is not None and record.ended_ns is not None and record.verdict_ns is None
+    [closed] = queue.read("archive", max_items=10).items
+    assert closed.kind == Kind.SESSION_CLOSED
+    while worker.drain_once():
+        pass
+    sink.close()
+    with Archive(tmp_path / "archive.sqlite") as archive:
+        record = archive.session(session.session_id)
+        assert record is not None and record.rule == "no-verdicts" and record.verdict_ns is not None
+        assert archive.pending_sessions() == []
+    queue.close()
