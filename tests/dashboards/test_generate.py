@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,8 +37,28 @@ def test_committed_json_is_current() -> None:
         assert committed == text, f"dashboards/generated/{name} is stale: run `thermoscreen dashboards generate`"
 
 
-def test_generate_is_deterministic() -> None:
-    assert render() == render()
+#: Two string-hash seeds: set and dict-of-set iteration order differs between them.
+HASH_SEEDS = ("1", "2718")
+
+
+def test_generate_is_deterministic_across_processes(tmp_path: Path) -> None:
+    """Two processes with different PYTHONHASHSEED write byte-identical files (set order cannot leak in)."""
+    written: list[dict[str, bytes]] = []
+    for seed in HASH_SEEDS:
+        out = tmp_path / f"seed{seed}"
+        done = subprocess.run(
+            [sys.executable, "-m", "thermoscreen", "dashboards", "generate", "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        assert done.returncode == 0, done.stderr
+        written.append({p.name: p.read_bytes() for p in sorted(out.glob("*.json"))})
+    assert sorted(written[0]) == sorted(DASHBOARDS)
+    assert written[0] == written[1]
 
 
 def test_cli_check_flags_stale_then_generate_fixes_it(tmp_path: Path) -> None:

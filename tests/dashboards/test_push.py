@@ -5,6 +5,11 @@ network for its release archives), so a tiny local HTTP server answers the few G
 endpoints grafana-client calls, the way Grafana's API documents them, and records every
 request. The test asserts the calls grafana-client makes: authentication header, folder
 lookup and creation, one overwrite upload per dashboard with the generated JSON.
+
+The stand-in does not accept any body: `upload_problem` checks each upload against what
+Grafana's `POST /api/dashboards/db` requires (and parses the dashboard with the
+grafana-foundation-sdk model), answering 400 like Grafana otherwise; and it keeps a version
+per uid that each upload increments, so the version the client reports is one it was given.
 """
 
 from __future__ import annotations
@@ -35,7 +40,54 @@ class FakeGrafana:
     folders: set[str] = field(default_factory=set)
     requests: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
     datasources: list[dict[str, Any]] = field(default_factory=list)
+    versions: dict[str, int] = field(default_factory=dict)
+    rejected: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+#: Grafana's limit on a dashboard uid.
+MAX_UID_LENGTH = 40
+UPLOAD_KEYS = {"dashboard", "overwrite", "folderUid", "folderId", "message"}
+
+
+def panel_problem(panel: Any) -> str | None:
+    if not isinstance(panel, dict) or not isinstance(panel.get("type"), str) or not isinstance(panel.get("id"), int):
+        return f"panel without type and id: {panel!r:.80}"
+    grid = panel.get("gridPos")
+    if not isinstance(grid, dict) or not all(isinstance(grid.get(k), int) for k in ("h", "w", "x", "y")):
+        return f"panel {panel['id']} without gridPos h/w/x/y"
+    for child in panel.get("panels", []):  # a collapsed row carries its panels
+        if (problem := panel_problem(child)) is not None:
+            return problem
+    return None
+
+
+def upload_problem(body: Any, folders: set[str]) -> str | None:
+    """Why Grafana would refuse this dashboard upload, or None when it is well formed."""
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    if not isinstance(body, dict) or not set(body) <= UPLOAD_KEYS or "dashboard" not in body:
+        return f"upload body must be an object with dashboard and only {sorted(UPLOAD_KEYS)}"
+    if not isinstance(body.get("overwrite"), bool) or body.get("folderUid") not in folders:
+        return "upload needs overwrite (bool) and the folderUid of an existing folder"
+    dashboard = body["dashboard"]
+    if not isinstance(dashboard, dict):
+        return "dashboard must be an object"
+    uid, title, panels = dashboard.get("uid"), dashboard.get("title"), dashboard.get("panels")
+    if not isinstance(uid, str) or not 0 < len(uid) <= MAX_UID_LENGTH or not isinstance(title, str) or not title:
+        return "dashboard needs a uid (1-40 characters) and a title"
+    if not isinstance(panels, list) or not panels:
+        return "dashboard needs panels"
+    for panel in panels:
+        if (problem := panel_problem(panel)) is not None:
+            return problem
+    try:
+        model = Dashboard.from_json(dashboard)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        return f"dashboard does not parse as the SDK's model: {exc}"
+    if model.uid != uid or model.title != title or len(model.panels or []) != len(panels):
+        return "dashboard does not round-trip through the SDK's model"
+    return None
 
 
 def _handler(state: FakeGrafana) -> type[BaseHTTPRequestHandler]:
@@ -83,8 +135,15 @@ def _handler(state: FakeGrafana) -> type[BaseHTTPRequestHandler]:
                 state.folders.add(body["uid"])
                 self._reply(200, {"uid": body["uid"], "title": body["title"]})
             elif self.path == "/api/dashboards/db":
+                problem = upload_problem(body, state.folders)
+                if problem is not None:
+                    state.rejected.append(problem)
+                    self._reply(400, {"message": problem})
+                    return
                 uid = body["dashboard"]["uid"]
-                self._reply(200, {"status": "success", "uid": uid, "version": 1, "url": f"/d/{uid}/x"})
+                with state.lock:
+                    version = state.versions[uid] = state.versions.get(uid, 0) + 1
+                self._reply(200, {"status": "success", "uid": uid, "version": version, "url": f"/d/{uid}/x"})
             else:
                 self._reply(404, {"message": "not found"})
 
@@ -121,11 +180,12 @@ def push(url: str, *extra: str, token: str | None = TOKEN) -> subprocess.Complet
 
 def test_push_creates_folder_and_uploads_every_dashboard(grafana: tuple[str, FakeGrafana]) -> None:
     url, state = grafana
+    state.versions.update({"thermoscreen-doctor": 6, "thermoscreen-fleet": 2})  # older versions exist
     out = push(url, "--json")
     assert out.returncode == 0, out.stderr
+    assert state.rejected == []
     result = json.loads(out.stdout)
-    assert {d["uid"] for d in result["dashboards"]} == {"thermoscreen-doctor", "thermoscreen-fleet"}
-    assert all(d["version"] == 1 for d in result["dashboards"])
+    assert {d["uid"]: d["version"] for d in result["dashboards"]} == {"thermoscreen-doctor": 7, "thermoscreen-fleet": 3}
     assert "no InfluxDB datasource" in out.stderr  # the stand-in has none: the user is told
 
     calls = [(method, path) for method, path, _, _ in state.requests]
@@ -145,12 +205,34 @@ def test_push_creates_folder_and_uploads_every_dashboard(grafana: tuple[str, Fak
         assert {k: v for k, v in body["dashboard"].items() if k != "id"} == expected
 
 
+def test_the_stand_in_refuses_what_grafana_refuses() -> None:
+    good = {
+        "dashboard": json.loads((GENERATED_DIR / "doctor.json").read_text()),
+        "folderUid": "thermoscreen",
+        "overwrite": True,
+    }
+    assert upload_problem(good, {"thermoscreen"}) is None
+    bad: list[Any] = [
+        {k: v for k, v in good.items() if k != "folderUid"},
+        {k: v for k, v in good.items() if k != "overwrite"},
+        {**good, "extra": 1},
+        {**good, "dashboard": {k: v for k, v in good["dashboard"].items() if k != "title"}},
+        {**good, "dashboard": {k: v for k, v in good["dashboard"].items() if k != "uid"}},
+        {**good, "dashboard": {**good["dashboard"], "uid": "x" * 41}},
+        {**good, "dashboard": {**good["dashboard"], "panels": [{"type": "stat", "id": 1}]}},
+        [good],
+    ]
+    assert all(upload_problem(body, {"thermoscreen"}) is not None for body in bad)
+    assert upload_problem(good, set()) is not None  # the folder must exist
+
+
 def test_second_push_reuses_the_folder(grafana: tuple[str, FakeGrafana]) -> None:
     url, state = grafana
     state.folders.add("thermoscreen")
     state.datasources.append({"type": "influxdb", "uid": "x"})
     out = push(url, "--dir", str(GENERATED_DIR))
     assert out.returncode == 0, out.stderr
+    assert state.rejected == [] and set(state.versions.values()) == {1}
     assert "no InfluxDB datasource" not in out.stderr
     assert ("POST", "/api/folders") not in [(m, p) for m, p, _, _ in state.requests]
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from tests.training.conftest import TrainedThermal
 
@@ -30,15 +31,42 @@ def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str
     )
 
 
+def pairwise_auc(labels: npt.NDArray[np.integer], scores: npt.NDArray[np.float64]) -> float:
+    """AUC as the Mann-Whitney probability that a sick frame outscores a healthy one (ties count half).
+
+    Written out here, independently of `training.metrics.roc_auc` (no sklearn in this venv).
+    """
+    sick, healthy = scores[labels == 1], scores[labels == 0]
+    wins = (sick[:, None] > healthy[None, :]).sum() + 0.5 * (sick[:, None] == healthy[None, :]).sum()
+    return float(wins / (sick.size * healthy.size))
+
+
 def test_evaluate_prints_one_json_object_without_tensorflow(
     trained_thermal: TrainedThermal, synthetic_npz: Path
 ) -> None:
+    from contract.model.manifest import load_manifest
+    from contract.model.model_runner import ModelRunner
+    from training.thermal_data import device_frames, load_thermograms
+
     out = run_cli("evaluate", "--model", str(trained_thermal.model_dir), "--data", str(synthetic_npz), "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)  # exactly one object: json.loads rejects trailing data
     assert set(result) >= REQUIRED_KEYS
-    assert result["n"] == 30 and 0.0 <= result["auc"] <= 1.0 and 0.0 <= result["int8_agreement"] <= 1.0
-    assert result["auc_protocol0"] == result["auc"]  # synthetic frames are all protocol 0
+    assert result["n"] == 30 and result["auc_protocol0"] == result["auc"]  # synthetic frames are all protocol 0
+    # The same readings (seed 0) scored here by the node's runner must give the JSON's figures.
+    manifest = load_manifest(trained_thermal.model_dir)
+    data = load_thermograms(synthetic_npz)
+    readings = device_frames(data.frames_c, result["seed"])
+    p = {v: ModelRunner.load(trained_thermal.model_dir, variant=v).predict_celsius(readings) for v in manifest.files}
+    verdicts = {v: scores >= manifest.threshold for v, scores in p.items()}
+    agreement = float(np.mean(verdicts["float32"] == verdicts["int8"]))
+    assert result["int8_agreement"] == round(agreement, 4)
+    assert result["auc"] == round(pairwise_auc(data.labels, p[manifest.default_variant]), 4)
+    assert result["auc_int8"] == round(pairwise_auc(data.labels, p["int8"]), 4)
+    positives = verdicts[manifest.default_variant]
+    assert result["recall"] == round(float(positives[data.labels == 1].mean()), 4)
+    assert result["specificity"] == round(float((~positives[data.labels == 0]).mean()), 4)
+    assert result["accuracy"] == round(float(np.mean(positives == (data.labels == 1))), 4)
     probe = (
         "import sys; from training.evaluation import evaluate_thermal_model; "
         f"evaluate_thermal_model({str(trained_thermal.model_dir)!r}, {str(synthetic_npz)!r}); "

@@ -91,10 +91,25 @@ def test_stream_decodes_pads_and_weights(idc_tree: Path) -> None:
     assert x.min() >= 0.0 and x.max() <= 1.0
     assert np.array_equal(y, index.labels.astype(np.float32))
     assert np.allclose(w, np.where(y > 0.5, 1.8, 0.7))
-    with Image.open(index.paths[0]) as first:
-        expected = np.asarray(first.convert("RGB"), dtype=np.float32) / 255.0
-    if expected.shape == (50, 50, 3):
-        assert np.allclose(x[0], expected)
+    pixels = [decoded(path) for path in index.paths]
+    full = next(i for i, p in enumerate(pixels) if p.shape == (50, 50, 3))
+    assert np.allclose(x[full], pixels[full])
+    # An edge patch, chosen explicitly: its pixels sit centred and the border around them is zero.
+    edge = max(range(len(pixels)), key=lambda i: 2500 - pixels[i].shape[0] * pixels[i].shape[1])
+    h, w_px = pixels[edge].shape[:2]
+    assert h * w_px < 2500, "the generated tree must hold an edge patch"
+    top, left = (50 - h) // 2, (50 - w_px) // 2
+    assert np.allclose(x[edge, top : top + h, left : left + w_px], pixels[edge])
+    assert pixels[edge].min() > 0.0  # so the zero border below cannot be the patch's own pixels
+    border = np.ones((50, 50), dtype=bool)
+    border[top : top + h, left : left + w_px] = False
+    assert np.all(x[edge][border] == 0.0)
+
+
+def decoded(path: str) -> np.ndarray:
+    """One patch file as `rgb_unit` pixels, read with PIL (not TensorFlow) for an independent check."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 
 
 def test_train_idc_end_to_end_exports_a_valid_model(idc_tree: Path, tmp_path: Path) -> None:
