@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 from tests.training.conftest import TrainedThermal
 
@@ -90,6 +91,7 @@ def test_evaluate_protocol0_auc_is_null_without_both_classes(trained_thermal: Tr
     assert result["auc_protocol0"] is None and result["n"] == 10
 
 
+@pytest.mark.slow
 def test_train_thermal_cli_shows_progress_and_writes_a_loadable_model(synthetic_npz: Path, tmp_path: Path) -> None:
     out = run_cli(
         "train",

@@ -112,6 +112,7 @@ def decoded(path: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 
 
+@pytest.mark.slow
 def test_train_idc_end_to_end_exports_a_valid_model(idc_tree: Path, tmp_path: Path) -> None:
     from training.idc_pipeline import IdcRunOptions, run_idc_training
 
