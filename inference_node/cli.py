@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-id", help="this worker's id, [a-z0-9-]{1,32} (default infer-<host>-<pid>)")
     parser.add_argument("--group", help="shared-subscription group (default inference)")
     parser.add_argument(
-        "--model", type=Path, metavar="DIR", help="model directory with manifest.json (default models/thermal)"
+        "--model", type=Path, metavar="DIR", help="model directory with manifest.json (default: the shipped model)"
     )
     parser.add_argument("--batch", type=int, metavar="N", help="largest micro-batch (default 32)")
     parser.add_argument("--batch-ms", type=float, metavar="MS", help="longest a frame waits for a batch (default 2)")
