@@ -73,8 +73,21 @@ log = logging.getLogger(__name__)
 COMPONENT = "inference"
 #: How long the worker blocks for a first frame before checking for swaps and shutdown.
 IDLE_POLL_S = 0.05
+#: The worker counts as stalled (systemd watchdog withheld) when its loop has not turned for this long.
+WORKER_STALL_S = 30.0
 #: At most one "queue full" log line per this many seconds (the count is in the metrics).
 DROP_LOG_INTERVAL_S = 5.0
+
+
+def load_runner(config: InferenceConfig, model_dir: Path) -> ModelRunner:
+    """`model_dir` loaded as the node would serve it: confined to the models root, signature checked."""
+    return ModelRunner.load(
+        confined(config.resolved_models_root, model_dir),
+        variant=config.variant,
+        num_threads=config.num_threads,
+        max_batch=config.batch_max,
+        trusted_keys=config.model_public_keys,
+    )
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,8 @@ class InferenceNode:
         self._encoder: VerdictEncoder | None = None
         self._conn: MqttConnection | None = None
         self._started = False
+        #: monotonic time of the worker loop's last turn (the watchdog's "still consuming").
+        self._worker_beat = time.monotonic()
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -154,6 +169,12 @@ class InferenceNode:
             raise RuntimeError("inference node is not started")
         return self._conn
 
+    def healthy(self, stall_s: float = WORKER_STALL_S) -> bool:
+        """The worker thread is alive and its loop turned within `stall_s` (it takes frames as they come)."""
+        if not self._threads or not self._threads[0].is_alive():
+            return False
+        return time.monotonic() - self._worker_beat < stall_s
+
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> InferenceNode:
         """Load the model (unless given), connect, subscribe and start serving.
@@ -164,7 +185,7 @@ class InferenceNode:
         cfg = self.config
         signature = directory_signature(cfg.model_dir)
         if self._runner is None:
-            runner = self._load_runner(confined(cfg.resolved_models_root, cfg.model_dir))
+            runner = load_runner(cfg, cfg.model_dir)
             runner.warm_up()
             self._runner = runner
         self._encoder = VerdictEncoder(self.node_id, self.runner)
@@ -285,16 +306,6 @@ class InferenceNode:
                 self._swap_adopted.wait(remaining)
         return True
 
-    def _load_runner(self, model_dir: Path) -> ModelRunner:
-        cfg = self.config
-        return ModelRunner.load(
-            model_dir,
-            variant=cfg.variant,
-            num_threads=cfg.num_threads,
-            max_batch=cfg.batch_max,
-            trusted_keys=cfg.model_public_keys,
-        )
-
     def _refuse(self, detail: str, source: str, payload: bytes) -> None:
         """Keep the serving model; say why on every channel an operator looks at."""
         reason = f"model swap refused, still serving {self.model_version}: {' '.join(detail.split())}"
@@ -307,7 +318,7 @@ class InferenceNode:
         """Housekeeping thread: verify and warm up a model, then leave it for the worker to adopt."""
         signature = directory_signature(request.model_dir)  # before loading: a change meanwhile is seen later
         try:
-            candidate = self._load_runner(confined(self.config.resolved_models_root, request.model_dir))
+            candidate = load_runner(self.config, request.model_dir)
             if request.expected_version is not None and candidate.version != request.expected_version:
                 raise ManifestError(
                     f"{request.model_dir}: manifest version {candidate.version}, expected {request.expected_version}"
@@ -345,6 +356,7 @@ class InferenceNode:
         last_item = time.monotonic()
         try:
             while True:
+                self._worker_beat = time.monotonic()
                 self._adopt_pending()
                 batch = self._batcher.next_batch(IDLE_POLL_S)
                 now = time.monotonic()
@@ -443,6 +455,7 @@ class InferenceNode:
         limit = self.config.max_unacked_verdicts
         while receipts and (receipts[0].done or len(receipts) > limit):
             if not receipts[0].done and not receipts[0].wait(IDLE_POLL_S):
+                self._worker_beat = time.monotonic()  # waiting for the broker is not a stalled worker
                 if self._draining.is_set():
                     return
                 continue
