@@ -66,6 +66,7 @@ from inference_node.model_watch import ModelDirWatch, directory_signature
 from inference_node.stats import NodeStats
 from inference_node.verdicts import VerdictEncoder
 from transport.connection import Message, MqttConnection, PublishReceipt, Will
+from transport.metrics_http import MetricsServer, start_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,9 @@ class InferenceNode:
         self._encoder: VerdictEncoder | None = None
         self._conn: MqttConnection | None = None
         self._started = False
+        #: The values of the last NodeMetrics published (Prometheus shows the same window figures).
+        self.last_metrics: dict[str, float] = {}
+        self._metrics_server: MetricsServer | None = None
         #: monotonic time of the worker loop's last turn (the watchdog's "still consuming").
         self._worker_beat = time.monotonic()
 
@@ -162,6 +166,15 @@ class InferenceNode:
     @property
     def frames_dropped(self) -> int:
         return self._batcher.dropped
+
+    @property
+    def queue_depth(self) -> int:
+        return self._batcher.qsize()
+
+    @property
+    def prometheus_port(self) -> int | None:
+        """The bound `/metrics` port (None when metrics are off or the node is not started)."""
+        return self._metrics_server.port if self._metrics_server is not None else None
 
     @property
     def connection(self) -> MqttConnection:
@@ -205,6 +218,7 @@ class InferenceNode:
         for thread in self._threads:
             thread.start()
         self._started = True
+        self._start_prometheus()
         log.info(
             "inference node %s serving model %s (%s, %s) from %s, group %s",
             self.node_id,
@@ -241,7 +255,31 @@ class InferenceNode:
             offline = conn.publish(self._status_topic, self._status_payload(DeviceState.OFFLINE), qos=1, retain=True)
             offline.wait(5.0)
         conn.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
         log.info("inference node %s stopped after %d frames", self.node_id, self.stats.frames_total)
+
+    def _start_prometheus(self) -> None:
+        """Serve `/metrics` when `[metrics] prometheus_port` is set; a taken port stops the node (one line)."""
+        if self.config.metrics.prometheus_port is None:
+            return
+        from prometheus_client import CollectorRegistry
+
+        from inference_node.prometheus import NodeCollector
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(NodeCollector(self))
+        try:
+            self._metrics_server = start_metrics_server(self.config.metrics, registry)
+        except OSError as exc:
+            self.stop()
+            raise OSError(
+                f"[metrics] cannot serve Prometheus on {self.config.metrics.prometheus_bind}:"
+                f"{self.config.metrics.prometheus_port}: {exc}"
+            ) from exc
+        assert self._metrics_server is not None
+        log.info("Prometheus metrics on http://%s:%d/metrics", self._metrics_server.bind, self._metrics_server.port)
 
     def __enter__(self) -> InferenceNode:
         return self.start()
@@ -507,6 +545,7 @@ class InferenceNode:
             values=self.stats.snapshot(self._batcher.qsize(), self._batcher.dropped),
             model_version=self.model_version,
         )
+        self.last_metrics = dict(metrics.values)
         conn = self._conn
         if conn is not None and conn.connected.is_set():
             conn.publish(self._metrics_topic, encode_message(metrics), qos=1)
