@@ -1,10 +1,10 @@
 """The wheel carries the shipped model: install it into a fresh venv and run `infer --check` outside the checkout.
 
-The venv sees no checkout: the wheel is built (`pip wheel --no-deps`) and installed with
-`--no-deps` into a new venv; the third-party dependencies come from the shared venv's
-site-packages through a `.pth` file (this machine has no package index), *after* the venv's
-own site-packages, and the shared venv's editable-install hook of the checkout is not on that
-path's import machinery (it lives in a `.pth` that a `.pth`-added directory does not run).
+The venv sees no checkout: the wheel is built from a clean copy of the source tree
+(`pip wheel --no-deps`) and installed with `--no-deps` into a new venv. The third-party
+dependencies come from the shared venv's site-packages through a `.pth` file (this machine has
+no package index), after the venv's own site-packages; the shared venv's editable hook of the
+checkout stays off (it is a `.pth` too, and `.pth` files in a `.pth`-added directory do not run).
 The test proves the import comes from the new venv and the cwd is a temp dir.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -28,10 +29,17 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, env=CLEAN_ENV, capture_output=True, text=True, timeout=400, check=False)
 
 
+#: Not copied into the build tree: a stale `build/` would hide a file missing from package-data.
+BUILD_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "shared", "node_modules"
+)
+
+
 def test_installed_wheel_serves_the_shipped_model_from_anywhere(tmp_path: Path) -> None:
+    source = shutil.copytree(REPO_ROOT, tmp_path / "src", ignore=BUILD_IGNORE, symlinks=True)
     wheels = tmp_path / "wheels"
     built = run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO_ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
         cwd=tmp_path,
     )
     assert built.returncode == 0, built.stderr[-3000:]
