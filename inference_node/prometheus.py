@@ -11,15 +11,13 @@ an info-style gauge with `version` and `sha256` labels. Imported only when metri
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
+from inference_node.stats import NodeStats
 from transport.metrics_http import metric_name
-
-if TYPE_CHECKING:
-    from inference_node.node import InferenceNode
 
 COMPONENT = "inference"
 
@@ -28,10 +26,29 @@ def _name(name: str) -> str:
     return metric_name(COMPONENT, name)
 
 
+class ScrapedNode(Protocol):
+    """What a scrape reads of the node (InferenceNode; a Protocol so this module does not import node.py)."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def stats(self) -> NodeStats: ...
+    @property
+    def last_metrics(self) -> dict[str, float]: ...
+    @property
+    def frames_dropped(self) -> int: ...
+    @property
+    def queue_depth(self) -> int: ...
+    @property
+    def model_version(self) -> str | None: ...
+    @property
+    def model_sha256(self) -> str | None: ...
+
+
 class NodeCollector(Collector):
     """One scrape = one consistent read of the node's counters plus its last published window."""
 
-    def __init__(self, node: InferenceNode) -> None:
+    def __init__(self, node: ScrapedNode) -> None:
         self._node = node
 
     def collect(self) -> Iterator[Metric]:
