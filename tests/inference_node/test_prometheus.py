@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -14,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devtools.local_mosquitto import LocalMosquitto
 from inference_node.config import load_config
 from inference_node.node import InferenceNode
+from tests.conftest import REPO_ROOT
 from tests.inference_node.frames import all_acked, publish_frames
 from tests.inference_node.model_factory import sample_frames_c
 from tests.mqtt_helpers import connect
@@ -86,3 +91,23 @@ def test_scrape_is_bound_to_loopback(shipped_node: InferenceNode) -> None:
     assert shipped_node.config.metrics.prometheus_bind == "127.0.0.1"
     assert shipped_node._metrics_server is not None
     assert shipped_node._metrics_server.server.server_address[0] == "127.0.0.1"
+
+
+def test_taken_metrics_port_is_one_line_and_exit_2(mosquitto: LocalMosquitto, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "inference.toml"
+        config.write_text(f'[metrics]\nprometheus_port = {port}\n\n[mqtt]\nurl = "{mosquitto.url}"\n')
+        out = subprocess.run(
+            [sys.executable, "-m", "thermoscreen", "infer", "--config", str(config), "--node-id", "infer-port"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert out.returncode == 2
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("thermoscreen infer: error: [metrics] cannot serve Prometheus on 127.0.0.1:"), out.stderr
