@@ -25,7 +25,7 @@ inference nodes `infer-1..N` (accounts `inference.infer-<i>`), the bridge `bridg
 `main`, account `bridge.main`). `stack.device_ids`, `stack.node_ids`, `BRIDGE` list them.
 
 Options (`StackOptions`): `devices`, `nodes`, `rate_hz` (frames/s per device), `model_dir`
-(default: the shipped `models/thermal`), `replay` (a DMR-IR .npz for the replay source;
+(default: the shipped `contract/model/shipped/thermal`), `replay` (a DMR-IR .npz for the replay source;
 default synthetic frames), `sessions` (a `SessionPlan` of scripted card scans; None: no card
 reader, and `anonymous_capture` should be True so frames flow), `anonymous_capture`,
 `bridge` (False: no bridge), `influx_url` or `tsdb=True` (start a local VictoriaMetrics and
@@ -86,8 +86,8 @@ PASSWORD_ENV = "THERMOSCREEN_MQTT_PASSWORD"
 
 
 def shipped_model_dir() -> Path:
-    """The model the repository ships (`models/thermal`); the inference nodes' default."""
-    return REPO_ROOT / "models" / "thermal"
+    """The model the repository ships (`contract/model/shipped/thermal`); the inference nodes' default."""
+    return REPO_ROOT / "contract" / "model" / "shipped" / "thermal"
 
 
 @dataclass(frozen=True)

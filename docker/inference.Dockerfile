@@ -6,7 +6,7 @@ COPY . .
 RUN pip install ".[inference]" \
     && python -c "import importlib.util as u, sys; sys.exit('inference image must not contain tensorflow' if u.find_spec('tensorflow') else 0)" \
     && python -c "from ai_edge_litert.interpreter import Interpreter" \
-    && test -f models/thermal/manifest.json \
+    && test -f contract/model/shipped/thermal/manifest.json \
     && install -m 0755 docker/claim-account.sh /usr/local/bin/claim-account \
     && useradd --uid 10001 --user-group --no-create-home --home-dir /var/lib/thermoscreen thermoscreen
 USER thermoscreen

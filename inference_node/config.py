@@ -11,14 +11,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.ids import validate_node_id
+from contract.model.shipped import shipped_model_dir
 from contract.model.signing import SigningError, parse_public_key
 from transport.config_file import load_toml_model, validate_model
 from transport.connection import MqttSettings
+from transport.metrics_http import PrometheusSettings
 
 Variant = Literal["auto", "float32", "int8"]
 
-#: Relative model directories are resolved against the working directory (the repo in dev).
-DEFAULT_MODEL_DIR = Path("models/thermal")
 #: The public key that signed the shipped model (its private half stays with whoever trains).
 SHIPPED_MODEL_PUBLIC_KEY = "ed25519:OSpdzNqoM/x9RMo48b46sug13CcWEgIPpa3SwaySgrw="
 #: Frames received but not yet scored; beyond this the node drops (and counts) new frames
@@ -49,9 +49,12 @@ class InferenceConfig(BaseModel):
     node_id: str = Field(default_factory=default_node_id)
     #: Shared-subscription group: each frame goes to exactly one worker of the group.
     group: str = "inference"
-    model_dir: Path = DEFAULT_MODEL_DIR
+    #: Default: the model shipped inside the package (contract/model/shipped/thermal), so a
+    #: wheel install serves it from any working directory. Relative paths: from the working directory.
+    model_dir: Path = Field(default_factory=shipped_model_dir)
     #: Every model the node serves must lie inside this directory (symlinks followed); admin
-    #: swaps name a directory relative to it. Default: the parent of `model_dir`.
+    #: swaps name a directory relative to it. Default: the parent of `model_dir` (for the
+    #: shipped model, the package's shipped-models directory).
     models_root: Path | None = None
     #: Pinned Ed25519 keys (`ed25519:<base64>`): a model is served only if one of them signed its manifest.
     model_public_keys: list[str] = Field(default_factory=lambda: [SHIPPED_MODEL_PUBLIC_KEY], min_length=1)
@@ -70,6 +73,8 @@ class InferenceConfig(BaseModel):
     drain_max_s: float = Field(default=10.0, gt=0.0, le=600.0)
     max_pending_frames: int = Field(default=DEFAULT_MAX_PENDING_FRAMES, ge=1, le=1_000_000)
     max_unacked_verdicts: int = Field(default=DEFAULT_MAX_UNACKED_VERDICTS, ge=1, le=1_000_000)
+    #: `[metrics]`: the Prometheus endpoint (off by default; `prometheus_port`, `prometheus_bind`).
+    metrics: PrometheusSettings = Field(default_factory=PrometheusSettings)
     mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings(max_inflight=NODE_MAX_INFLIGHT))
 
     @model_validator(mode="before")

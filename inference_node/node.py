@@ -66,6 +66,7 @@ from inference_node.model_watch import ModelDirWatch, directory_signature
 from inference_node.stats import NodeStats
 from inference_node.verdicts import VerdictEncoder
 from transport.connection import Message, MqttConnection, PublishReceipt, Will
+from transport.metrics_http import MetricsServer, start_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,21 @@ log = logging.getLogger(__name__)
 COMPONENT = "inference"
 #: How long the worker blocks for a first frame before checking for swaps and shutdown.
 IDLE_POLL_S = 0.05
+#: The worker counts as stalled (systemd watchdog withheld) when its loop has not turned for this long.
+WORKER_STALL_S = 30.0
 #: At most one "queue full" log line per this many seconds (the count is in the metrics).
 DROP_LOG_INTERVAL_S = 5.0
+
+
+def load_runner(config: InferenceConfig, model_dir: Path) -> ModelRunner:
+    """`model_dir` loaded as the node would serve it: confined to the models root, signature checked."""
+    return ModelRunner.load(
+        confined(config.resolved_models_root, model_dir),
+        variant=config.variant,
+        num_threads=config.num_threads,
+        max_batch=config.batch_max,
+        trusted_keys=config.model_public_keys,
+    )
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,11 @@ class InferenceNode:
         self._encoder: VerdictEncoder | None = None
         self._conn: MqttConnection | None = None
         self._started = False
+        #: The values of the last NodeMetrics published (Prometheus shows the same window figures).
+        self.last_metrics: dict[str, float] = {}
+        self._metrics_server: MetricsServer | None = None
+        #: monotonic time of the worker loop's last turn (the watchdog's "still consuming").
+        self._worker_beat = time.monotonic()
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -149,10 +168,25 @@ class InferenceNode:
         return self._batcher.dropped
 
     @property
+    def queue_depth(self) -> int:
+        return self._batcher.qsize()
+
+    @property
+    def prometheus_port(self) -> int | None:
+        """The bound `/metrics` port (None when metrics are off or the node is not started)."""
+        return self._metrics_server.port if self._metrics_server is not None else None
+
+    @property
     def connection(self) -> MqttConnection:
         if self._conn is None:
             raise RuntimeError("inference node is not started")
         return self._conn
+
+    def healthy(self, stall_s: float = WORKER_STALL_S) -> bool:
+        """The worker thread is alive and its loop turned within `stall_s` (it takes frames as they come)."""
+        if not self._threads or not self._threads[0].is_alive():
+            return False
+        return time.monotonic() - self._worker_beat < stall_s
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> InferenceNode:
@@ -164,7 +198,7 @@ class InferenceNode:
         cfg = self.config
         signature = directory_signature(cfg.model_dir)
         if self._runner is None:
-            runner = self._load_runner(confined(cfg.resolved_models_root, cfg.model_dir))
+            runner = load_runner(cfg, cfg.model_dir)
             runner.warm_up()
             self._runner = runner
         self._encoder = VerdictEncoder(self.node_id, self.runner)
@@ -184,6 +218,7 @@ class InferenceNode:
         for thread in self._threads:
             thread.start()
         self._started = True
+        self._start_prometheus()
         log.info(
             "inference node %s serving model %s (%s, %s) from %s, group %s",
             self.node_id,
@@ -220,7 +255,31 @@ class InferenceNode:
             offline = conn.publish(self._status_topic, self._status_payload(DeviceState.OFFLINE), qos=1, retain=True)
             offline.wait(5.0)
         conn.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
         log.info("inference node %s stopped after %d frames", self.node_id, self.stats.frames_total)
+
+    def _start_prometheus(self) -> None:
+        """Serve `/metrics` when `[metrics] prometheus_port` is set; a taken port stops the node (one line)."""
+        if self.config.metrics.prometheus_port is None:
+            return
+        from prometheus_client import CollectorRegistry
+
+        from inference_node.prometheus import NodeCollector
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(NodeCollector(self))
+        try:
+            self._metrics_server = start_metrics_server(self.config.metrics, registry)
+        except OSError as exc:
+            self.stop()
+            raise OSError(
+                f"[metrics] cannot serve Prometheus on {self.config.metrics.prometheus_bind}:"
+                f"{self.config.metrics.prometheus_port}: {exc}"
+            ) from exc
+        assert self._metrics_server is not None
+        log.info("Prometheus metrics on http://%s:%d/metrics", self._metrics_server.bind, self._metrics_server.port)
 
     def __enter__(self) -> InferenceNode:
         return self.start()
@@ -285,16 +344,6 @@ class InferenceNode:
                 self._swap_adopted.wait(remaining)
         return True
 
-    def _load_runner(self, model_dir: Path) -> ModelRunner:
-        cfg = self.config
-        return ModelRunner.load(
-            model_dir,
-            variant=cfg.variant,
-            num_threads=cfg.num_threads,
-            max_batch=cfg.batch_max,
-            trusted_keys=cfg.model_public_keys,
-        )
-
     def _refuse(self, detail: str, source: str, payload: bytes) -> None:
         """Keep the serving model; say why on every channel an operator looks at."""
         reason = f"model swap refused, still serving {self.model_version}: {' '.join(detail.split())}"
@@ -307,7 +356,7 @@ class InferenceNode:
         """Housekeeping thread: verify and warm up a model, then leave it for the worker to adopt."""
         signature = directory_signature(request.model_dir)  # before loading: a change meanwhile is seen later
         try:
-            candidate = self._load_runner(confined(self.config.resolved_models_root, request.model_dir))
+            candidate = load_runner(self.config, request.model_dir)
             if request.expected_version is not None and candidate.version != request.expected_version:
                 raise ManifestError(
                     f"{request.model_dir}: manifest version {candidate.version}, expected {request.expected_version}"
@@ -345,6 +394,7 @@ class InferenceNode:
         last_item = time.monotonic()
         try:
             while True:
+                self._worker_beat = time.monotonic()
                 self._adopt_pending()
                 batch = self._batcher.next_batch(IDLE_POLL_S)
                 now = time.monotonic()
@@ -443,6 +493,7 @@ class InferenceNode:
         limit = self.config.max_unacked_verdicts
         while receipts and (receipts[0].done or len(receipts) > limit):
             if not receipts[0].done and not receipts[0].wait(IDLE_POLL_S):
+                self._worker_beat = time.monotonic()  # waiting for the broker is not a stalled worker
                 if self._draining.is_set():
                     return
                 continue
@@ -494,6 +545,7 @@ class InferenceNode:
             values=self.stats.snapshot(self._batcher.qsize(), self._batcher.dropped),
             model_version=self.model_version,
         )
+        self.last_metrics = dict(metrics.values)
         conn = self._conn
         if conn is not None and conn.connected.is_set():
             conn.publish(self._metrics_topic, encode_message(metrics), qos=1)

@@ -22,6 +22,9 @@ class NodeStats:
         self.deadletters = 0
         self.model_swaps = 0
         self.model_swaps_refused = 0
+        #: Cumulative, for Prometheus (a summary's _count and _sum).
+        self.batches_total = 0
+        self.latency_sum_ms = 0.0
         self._window_start = time.monotonic()
         self._window_frames = 0
         self._window_batches = 0
@@ -33,6 +36,8 @@ class NodeStats:
             self._window_frames += len(latencies_ms)
             self._window_batches += 1
             self._window_latencies.extend(latencies_ms)
+            self.batches_total += 1
+            self.latency_sum_ms += sum(latencies_ms)
 
     def record_deadletter(self) -> None:
         with self._lock:
@@ -44,6 +49,18 @@ class NodeStats:
                 self.model_swaps += 1
             else:
                 self.model_swaps_refused += 1
+
+    def totals(self) -> tuple[int, int, int, int, int, float]:
+        """frames, batches, dead letters, swaps, refused swaps and latency sum (ms) since start, consistent."""
+        with self._lock:
+            return (
+                self.frames_total,
+                self.batches_total,
+                self.deadletters,
+                self.model_swaps,
+                self.model_swaps_refused,
+                self.latency_sum_ms,
+            )
 
     def snapshot(self, queue_depth: int, frames_dropped: int = 0) -> dict[str, float]:
         """The values of one NodeMetrics message; starts a new rate/latency window."""

@@ -64,3 +64,14 @@ def test_decode_missing_file_is_one_line(tmp_path: Path) -> None:
     out = run_cli("protocol", "decode", str(tmp_path / "nope.bin"))
     assert out.returncode == 2
     assert len(out.stderr.decode().strip().splitlines()) == 1
+
+
+def test_version_names_package_contract_and_shipped_model() -> None:
+    from contract.model.shipped import shipped_model_version
+
+    out = run_cli("--version")
+    assert out.returncode == 0, out.stderr.decode()
+    lines = out.stdout.decode().strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("thermoscreen 0.1.0 contract v1 (frame format 1, message format 1)")
+    assert lines[0].endswith(f"shipped model {shipped_model_version()}")

@@ -58,6 +58,40 @@ def load_configure(name: str, module_name: str) -> Callable[[argparse.ArgumentPa
     return configure  # type: ignore[no-any-return]
 
 
+def version_line() -> str:
+    """Package, contract (protocol, frame and message formats) and shipped-model versions, one line."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from contract import PROTOCOL_VERSION
+    from contract.frame import FORMAT_VERSION
+    from contract.messages import MESSAGE_VERSION
+    from contract.model.shipped import shipped_model_version
+
+    try:
+        package = version("thermoscreen")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        package = "unknown"
+    try:
+        model = shipped_model_version()
+    except (OSError, ValueError, KeyError) as exc:
+        model = f"missing ({_one_line(exc)})"
+    return (
+        f"thermoscreen {package} contract v{PROTOCOL_VERSION} (frame format {FORMAT_VERSION}, "
+        f"message format {MESSAGE_VERSION}) shipped model {model}"
+    )
+
+
+class _VersionAction(argparse.Action):
+    """`--version`, computed only when asked (it reads the shipped manifest)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
+        print(version_line())
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="thermoscreen",
@@ -66,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
             "every flagged result needs a clinician's follow-up."
         ),
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the package, contract and model versions")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr (-vv: debug)")
     _add_log_format(parser, default=os.environ.get("THERMOSCREEN_LOG_FORMAT", "text"))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

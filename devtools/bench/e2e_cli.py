@@ -46,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="run without the bridge and TSDB: the verdict path alone (what does storage cost the latency?)",
     )
-    parser.add_argument("--model", type=Path, help="model directory (default: the shipped models/thermal)")
+    parser.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
     parser.add_argument("--workdir", type=Path, help="keep configs, logs and data here (default: a temp dir)")
     parser.set_defaults(run=run)
 

@@ -49,7 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=SCENARIOS,
         help="run only this scenario (repeatable; default: all, in the order listed)",
     )
-    parser.add_argument("--model", type=Path, help="model directory (default: the shipped models/thermal)")
+    parser.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
     parser.add_argument("--workdir", type=Path, help="keep configs, logs and data here (default: a temp dir)")
     parser.set_defaults(run=run)
 

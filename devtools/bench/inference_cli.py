@@ -26,7 +26,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--frames", type=int, default=20000, help="frames per saturating phase (default 20000)")
     parser.add_argument(
-        "--model", type=Path, default=Path("models/thermal"), help="model directory (default models/thermal)"
+        "--model",
+        type=Path,
+        default=Path("contract/model/shipped/thermal"),
+        help="model directory (default contract/model/shipped/thermal)",
     )
     parser.add_argument("--variant", choices=("auto", "float32", "int8"), default="auto")
     parser.add_argument("--batch", type=int, default=32, help="node micro-batch size (default 32)")

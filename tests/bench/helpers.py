@@ -24,8 +24,8 @@ def require_servers() -> None:
         find_victoria_metrics()
     except (BrokerStartError, TsdbStartError) as exc:
         pytest.skip(str(exc))
-    if not (REPO_ROOT / "models" / "thermal" / "manifest.json").exists():
-        pytest.skip("the shipped model models/thermal is missing")
+    if not (REPO_ROOT / "contract" / "model" / "shipped" / "thermal" / "manifest.json").exists():
+        pytest.skip("the shipped model contract/model/shipped/thermal is missing")
 
 
 def run_bench(args: list[str], tmp_path: Path, timeout: float) -> dict[str, Any]:

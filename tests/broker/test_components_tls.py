@@ -41,7 +41,7 @@ from tests.mqtt_helpers import Collector, subscribe_and_wait
 from transport.connection import Message
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_MODEL = REPO_ROOT / "models" / "thermal"
+SHIPPED_MODEL = REPO_ROOT / "contract" / "model" / "shipped" / "thermal"
 CARD_UID = "04a2197c"
 #: Generous: three Python processes start on two shared cores (LiteRT import included).
 STARTUP_S = 90.0

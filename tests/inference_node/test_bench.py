@@ -13,7 +13,7 @@ import sys
 from contract.model.manifest import load_manifest
 from tests.conftest import REPO_ROOT
 
-SHIPPED = REPO_ROOT / "models" / "thermal"
+SHIPPED = REPO_ROOT / "contract" / "model" / "shipped" / "thermal"
 
 
 def test_bench_inference_prints_one_json_object() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.model.shipped import shipped_model_dir
 from inference_node.cli import overrides_from_args
 from inference_node.config import NODE_MAX_INFLIGHT, InferenceConfig, load_config
 from tests.conftest import REPO_ROOT
@@ -32,7 +33,8 @@ def test_example_config_loads_and_matches_the_defaults() -> None:
     config = load_config(EXAMPLE)
     defaults = InferenceConfig()
     assert config.node_id == "infer-1"
-    assert config.model_dir == Path("models/thermal") == defaults.model_dir
+    assert config.model_dir == shipped_model_dir() == defaults.model_dir
+    assert (config.metrics.prometheus_port, config.metrics.prometheus_bind) == (None, "127.0.0.1")
     assert (config.batch_max, config.batch_ms) == (defaults.batch_max, defaults.batch_ms)
     assert config.mqtt.max_inflight == defaults.mqtt.max_inflight == NODE_MAX_INFLIGHT
     assert config.mqtt.clean_start and config.mqtt.session_expiry_s == 0 and config.mqtt.qos == 1

@@ -1,4 +1,4 @@
-"""The model shipped in `models/thermal/`: loadable by the inference node, verified, small."""
+"""The model shipped in `contract/model/shipped/thermal/`: loadable by the inference node, verified, small."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import pytest
 
 from contract.model.manifest import load_manifest
 from contract.model.preprocessing import preprocess
+from contract.model.shipped import shipped_model_dir
 from sensor_node.synthetic_scene import synthetic_thermograms
 from training.litert_runner import TfliteModel
 from training.thermal_data import device_frames
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "thermal"
+SHIPPED = shipped_model_dir()
 
 
 def test_shipped_manifest_validates_with_sha256() -> None:
@@ -60,7 +61,7 @@ def test_shipped_model_is_signed_with_the_pinned_key_and_a_default_node_serves_i
 
 
 def test_no_private_key_is_shipped() -> None:
-    repo = SHIPPED.parents[1]
+    repo = Path(__file__).resolve().parents[2]
     for path in [*SHIPPED.iterdir(), *(repo / "inference_node").iterdir()]:
         if path.is_file():
             assert b"PRIVATE KEY" not in path.read_bytes(), path
