@@ -1,6 +1,7 @@
 """The shipped int8 model gives the float32 model's verdicts (README: 99.7%), scored as the node scores them.
 
-Both files in `models/thermal/` go through the inference node's own `ModelRunner` (sha256 check,
+Both files of the shipped model (`contract/model/shipped/thermal/`) go through the inference
+node's own `ModelRunner` (sha256 check,
 preprocessing, int8 quantisation, LiteRT). On the real DMR-IR thermograms (where `../shared` has
 them) the test repeats the training pipeline's own agreement recipe and must reproduce the
 manifest's figure; on synthetic emulated frames it runs everywhere.
@@ -15,11 +16,12 @@ import numpy.typing as npt
 
 from contract.model.manifest import load_manifest
 from contract.model.model_runner import ModelRunner
+from contract.model.shipped import shipped_model_dir
 from sensor_node.synthetic_scene import synthetic_thermograms
 from training.thermal_data import FloatArray, device_frames, load_thermograms
 from training.thermal_pipeline import AGREEMENT_READINGS
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "thermal"
+SHIPPED = shipped_model_dir()
 #: The lowest verdict agreement we accept for shipping the int8 file as a drop-in.
 MIN_AGREEMENT = 0.99
 #: The largest |p_int8 - p_float| we accept on one reading (the manifest records 0.0265).
