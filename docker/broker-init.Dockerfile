@@ -1,6 +1,6 @@
 # One-shot broker provisioning (`thermoscreen broker init`, accounts): the `broker` extra only.
 FROM python:3.11-slim-bookworm
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ONLY_BINARY=:all:
 WORKDIR /opt/thermoscreen
 COPY . .
 RUN pip install ".[broker]" \
