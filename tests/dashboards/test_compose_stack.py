@@ -81,7 +81,8 @@ def resolved() -> dict[str, Any]:
 @needs_compose
 def test_compose_file_validates_and_has_every_service(resolved: dict[str, Any]) -> None:
     services = resolved["services"]
-    assert set(services) == {"preflight", "broker-init", "mosquitto", "influxdb", "grafana", "bridge", "inference", *DEVICES}
+    expected = {"preflight", "broker-init", "mosquitto", "influxdb", "grafana", "bridge", "inference", *DEVICES}
+    assert set(services) == expected
     assert services["mosquitto"]["depends_on"]["broker-init"]["condition"] == "service_completed_successfully"
     assert services["bridge"]["depends_on"]["influxdb"]["condition"] == "service_healthy"
     assert services["bridge"]["environment"]["INFLUX_TOKEN"] == SECRETS["INFLUX_TOKEN"]

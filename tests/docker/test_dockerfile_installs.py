@@ -21,13 +21,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO_ROOT / "docker"
 DOCKERFILES = sorted(p.name for p in DOCKER_DIR.glob("*.Dockerfile"))
 #: Installing from source needs gcc and the Python headers, which python:3.11-slim lacks.
+PIP_DRY_RUN = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed"]
+PIP_DRY_RUN += ["--only-binary=:all:", "--disable-pip-version-check"]
 NEVER_IN_SENSOR = {"rpi.gpio", "rpi-gpio", "mfrc522", "spidev"}
 
 
 def pip_install_target(dockerfile: str) -> str:
     """The one requirement of the Dockerfile's `pip install "..."` (the repo copied to its WORKDIR)."""
     text = (DOCKER_DIR / dockerfile).read_text()
-    found = re.findall(r'pip install "([^"]+)"', text)
+    found: list[str] = re.findall(r'pip install "([^"]+)"', text)
     assert len(found) == 1 == text.count("pip install"), f"{dockerfile}: expected one quoted pip install, got {found}"
     return found[0]
 
@@ -46,8 +48,7 @@ def test_pip_install_needs_no_compiler(dockerfile: str, tmp_path: Path) -> None:
     target = pip_install_target(dockerfile).replace(".", str(REPO_ROOT), 1)
     report = tmp_path / "report.json"
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--only-binary=:all:"]
-        + ["--disable-pip-version-check", "--report", str(report), target],
+        [*PIP_DRY_RUN, "--report", str(report), target],
         capture_output=True,
         text=True,
         timeout=300,
