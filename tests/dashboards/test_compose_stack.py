@@ -143,8 +143,9 @@ def test_each_image_installs_only_its_extras(dockerfile: str, extras: str) -> No
     names = {r.split("=")[0].split(">")[0].split("<")[0].strip().lower() for r in requirements}
     assert not any(n.startswith("tensorflow") for n in names), names
     if extras == "sensor":
-        assert "ai-edge-litert" not in names
-        assert "for m in ('tensorflow', 'ai_edge_litert') if u.find_spec(m)" in text  # the build checks it
+        assert not names & {"ai-edge-litert", "rpi.gpio", "mfrc522"}, names
+        # The build checks it too.
+        assert "for m in ('tensorflow', 'ai_edge_litert', 'RPi', 'mfrc522') if u.find_spec(m)" in text
 
 
 def test_grafana_provisioning_matches_dashboards_and_compose() -> None:
