@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-SECRET_MODE = 0o600
+from transport.private_files import PRIVATE_FILE_MODE, private_file, write_atomic
+
+SECRET_MODE = PRIVATE_FILE_MODE
 PUBLIC_MODE = 0o644
 
 
@@ -114,23 +116,14 @@ def lookup_owner(name: str) -> Owner:
 
 def write_file(path: Path, data: bytes, *, mode: int, owner: Owner | None = None) -> None:
     """Write `data` to `path` atomically, created with `mode` and handed to `owner` before it appears."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)  # the umask may have narrowed it
-        if owner is not None and (owner.uid, owner.gid) != (os.geteuid(), os.getegid()):
-            os.chown(tmp, owner.uid, owner.gid)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    write_atomic(path, data, mode=mode, chown=None if owner is None else (owner.uid, owner.gid))
+
+
+def tighten_secrets(files: BrokerFiles) -> None:
+    """Re-check the modes of the secrets already there (a restored SD card may have made them 0644)."""
+    for secret in (files.ca_key, files.server_key, files.passwords, files.acl, files.registry, files.site_key):
+        if secret.exists():
+            private_file(secret)
 
 
 @contextlib.contextmanager
@@ -139,6 +132,7 @@ def locked(files: BrokerFiles) -> Iterator[None]:
     fd = os.open(files.lock, os.O_WRONLY | os.O_CREAT, SECRET_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        tighten_secrets(files)
         yield
     finally:
         os.close(fd)

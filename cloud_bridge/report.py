@@ -23,6 +23,7 @@ import numpy.typing as npt
 from matplotlib.figure import Figure
 
 from cloud_bridge.archive import Archive, SessionRecord, VerdictRecord
+from transport.private_files import private_parent, write_atomic
 
 DISCLAIMER = (
     "thermoscreen is a screening aid, not a diagnosis. A flagged session means refer for clinical "
@@ -252,8 +253,8 @@ def write_report(archive_path: Path, session_ids: Sequence[str] | None, out: Pat
         ids = [s.session_id for s in archive.sessions()] if session_ids is None else list(session_ids)
         sessions = load_sessions(archive, ids)
     text = render_html(sessions, generated_ns=now_ns, archive_name=archive_path.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    # Patient data: the report is 0600 and a directory made for it 0700 (an existing one, the
+    # cwd or a home, is the user's and kept as it is).
+    private_parent(out)
+    write_atomic(out, text.encode("utf-8"))
     return ids

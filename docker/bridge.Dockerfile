@@ -1,7 +1,7 @@
 # The cloud bridge: the `bridge` extra (InfluxDB and Firestore clients) plus matplotlib for
 # `thermoscreen report` (the `dashboards` extra). No TensorFlow, no LiteRT.
 FROM python:3.11-slim-bookworm
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ONLY_BINARY=:all: \
     MPLCONFIGDIR=/tmp/matplotlib
 WORKDIR /opt/thermoscreen
 COPY . .

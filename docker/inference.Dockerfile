@@ -1,6 +1,6 @@
 # An inference worker: the `inference` extra (LiteRT) and the shipped model; no TensorFlow.
 FROM python:3.11-slim-bookworm
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ONLY_BINARY=:all:
 WORKDIR /opt/thermoscreen
 COPY . .
 RUN pip install ".[inference]" \

@@ -130,7 +130,9 @@ def _run_idc_synthetic(args: argparse.Namespace) -> int:
 
 def _run_keygen(args: argparse.Namespace) -> int:
     from contract.model.signing import generate_key_pair
+    from transport.private_files import private_parent
 
+    private_parent(args.out)
     public = generate_key_pair(args.out)
     print(public)
     print(

@@ -97,3 +97,28 @@ def test_server_certificate_is_signed_by_the_ca_for_the_right_names() -> None:
 def test_invalid_hostnames_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="hostname"):
         make_server_cert(make_ca(), [bad])
+
+
+def test_provisioning_writes_secrets_0600_and_tightens_restored_ones(tmp_path: Path) -> None:
+    """A re-imaged SD card gives the broker's keys back 0644: the next provisioning command tightens them."""
+    import os
+    import stat
+
+    from broker.provisioning import add_device, init_broker
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    old = os.umask(0)
+    try:
+        files = init_broker(tmp_path / "broker")
+    finally:
+        os.umask(old)
+    secrets = [files.ca_key, files.server_key, files.passwords, files.acl, files.registry, files.site_key]
+    assert {p.name: mode(p) for p in secrets} == {p.name: 0o600 for p in secrets}
+    assert mode(files.root) == 0o700
+    assert mode(files.ca_cert) == 0o644
+    for path in secrets:
+        path.chmod(0o644)
+    add_device(files.root, "dev-01")
+    assert {p.name: mode(p) for p in secrets} == {p.name: 0o600 for p in secrets}

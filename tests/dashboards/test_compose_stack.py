@@ -29,7 +29,12 @@ from devtools.local_mosquitto import find_mosquitto, free_port, wait_for_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKER_DIR = REPO_ROOT / "docker"
-SECRETS = {"INFLUX_TOKEN": "t0ken", "INFLUX_ADMIN_PASSWORD": "pw-influx", "GRAFANA_ADMIN_PASSWORD": "pw-grafana"}
+SECRETS = {
+    "INFLUX_TOKEN": "t0ken-0123456789abcdef",
+    "INFLUX_ADMIN_PASSWORD": "pw-influx-0123456789",
+    "GRAFANA_ADMIN_PASSWORD": "pw-grafana-0123456789",
+}
+DEVICES = ("device-1", "device-2")
 
 
 def _compose_command() -> list[str] | None:
@@ -76,7 +81,8 @@ def resolved() -> dict[str, Any]:
 @needs_compose
 def test_compose_file_validates_and_has_every_service(resolved: dict[str, Any]) -> None:
     services = resolved["services"]
-    assert set(services) == {"broker-init", "mosquitto", "influxdb", "grafana", "bridge", "inference", "device"}
+    expected = {"preflight", "broker-init", "mosquitto", "influxdb", "grafana", "bridge", "inference", *DEVICES}
+    assert set(services) == expected
     assert services["mosquitto"]["depends_on"]["broker-init"]["condition"] == "service_completed_successfully"
     assert services["bridge"]["depends_on"]["influxdb"]["condition"] == "service_healthy"
     assert services["bridge"]["environment"]["INFLUX_TOKEN"] == SECRETS["INFLUX_TOKEN"]
@@ -87,9 +93,9 @@ def test_compose_file_validates_and_has_every_service(resolved: dict[str, Any]) 
 
 
 @needs_compose
-def test_inference_and_devices_can_scale(resolved: dict[str, Any]) -> None:
+def test_inference_can_scale_and_clients_expose_no_port(resolved: dict[str, Any]) -> None:
     """`--scale inference=3` needs no fixed container name and no host port on the scaled services."""
-    for name in ("inference", "device"):
+    for name in ("inference", *DEVICES):
         service = resolved["services"][name]
         assert "container_name" not in service
         assert "ports" not in service
@@ -137,8 +143,9 @@ def test_each_image_installs_only_its_extras(dockerfile: str, extras: str) -> No
     names = {r.split("=")[0].split(">")[0].split("<")[0].strip().lower() for r in requirements}
     assert not any(n.startswith("tensorflow") for n in names), names
     if extras == "sensor":
-        assert "ai-edge-litert" not in names
-        assert "for m in ('tensorflow', 'ai_edge_litert') if u.find_spec(m)" in text  # the build checks it
+        assert not names & {"ai-edge-litert", "rpi.gpio", "mfrc522"}, names
+        # The build checks it too.
+        assert "for m in ('tensorflow', 'ai_edge_litert', 'RPi', 'mfrc522') if u.find_spec(m)" in text
 
 
 def test_grafana_provisioning_matches_dashboards_and_compose() -> None:
@@ -227,10 +234,12 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "BROKER_DIR": str(root / "broker"),
+        # The container paths, under `root`: test_secrets_at_rest maps the compose volumes here.
+        "BROKER_DIR": str(root / "broker-admin"),
+        "RUNTIME_DIR": str(root / "broker"),
         "ACCOUNTS_DIR": str(root / "accounts"),
         "INFERENCE_ACCOUNTS": "2",
-        "DEVICE_ACCOUNTS": "1",
+        "DEVICE_ACCOUNTS": "2",
         "BROKER_PORT": str(port),
         "BROKER_TLS_PORT": str(tls_port),
         "BROKER_HOSTNAMES": "mosquitto localhost",
@@ -246,6 +255,7 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
         "infer-1.password",
         "infer-2.password",
         "sim-01.password",
+        "sim-02.password",
     ]
     # A second run (every `docker compose up`) keeps the setup and every password.
     again = subprocess.run(
@@ -349,3 +359,90 @@ def test_image_commands_are_accepted_by_the_cli(dockerfile: str) -> None:
     assert str(args.config).startswith("/tmp/")
     entrypoint = json.loads(next(line for line in text.splitlines() if line.startswith("ENTRYPOINT "))[11:])
     assert entrypoint[0] == "claim-account" and entrypoint[2] == str(args.config), "claim-account renders that file"
+
+
+def _volume_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Named volume -> mount target of one resolved service (short or long volume syntax)."""
+    mounts: dict[str, str] = {}
+    for entry in service.get("volumes", []):
+        if isinstance(entry, dict):
+            if entry.get("type") == "volume":
+                mounts[str(entry["source"])] = str(entry["target"])
+        else:
+            source, target = str(entry).split(":")[:2]
+            if not source.startswith((".", "/")):
+                mounts[source] = target
+    return mounts
+
+
+@needs_compose
+def test_keys_reach_no_network_facing_container(resolved: dict[str, Any], provisioned: tuple[Path, int]) -> None:
+    """What each container can read, from the files broker-init.sh really wrote into each volume.
+
+    ca.key and the account registry: broker-init only. site.key: broker-init and the devices
+    (they need it for pseudonyms), never Mosquitto, Grafana, InfluxDB, the bridge or inference.
+    Each device sees exactly its own password.
+    """
+    root, _ = provisioned
+    services = resolved["services"]
+    where = {volume: root / target.lstrip("/") for volume, target in _volume_mounts(services["broker-init"]).items()}
+    seen: dict[str, set[str]] = {}
+    for name, service in services.items():
+        files: set[str] = set()
+        for volume in _volume_mounts(service):
+            if volume in where:
+                files |= {p.name for p in where[volume].rglob("*") if p.is_file()}
+        seen[name] = files
+    assert {"ca.key", "site.key", "accounts.json"} <= seen["broker-init"]
+    for name, files in seen.items():
+        if name == "broker-init":
+            continue
+        assert not files & {"ca.key", "accounts.json"}, (name, files)
+        if name not in DEVICES:
+            assert "site.key" not in files, (name, files)
+    assert {"mosquitto.conf", "server.key", "passwords", "acl"} <= seen["mosquitto"]
+    own = {name: sorted(f for f in seen[name] if f.endswith(".password")) for name in DEVICES}
+    assert own == {"device-1": ["sim-01.password"], "device-2": ["sim-02.password"]}
+    assert all("site.key" in seen[name] and "ca.crt" in seen[name] for name in DEVICES)
+
+
+@needs_compose
+def test_every_service_waits_for_the_secret_check(resolved: dict[str, Any]) -> None:
+    """Nothing starts (no Grafana, no InfluxDB with a known password) until `preflight` succeeded."""
+    services = resolved["services"]
+
+    def waits_for_preflight(name: str) -> bool:
+        deps = services[name].get("depends_on", {})
+        names = deps if isinstance(deps, list) else list(deps)
+        return "preflight" in names or any(waits_for_preflight(d) for d in names)
+
+    assert sorted(n for n in services if n != "preflight" and not waits_for_preflight(n)) == []
+    check = services["preflight"]
+    assert check["entrypoint"][0] == "check-secrets"
+    assert set(check["entrypoint"][1:]) == set(SECRETS)
+
+
+def _check_secrets(values: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(DOCKER_DIR / "check-secrets.sh"), *SECRETS],
+        env={"PATH": os.environ["PATH"], **values},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_the_placeholders_of_env_example_are_refused() -> None:
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO_ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    out = _check_secrets({k: example[k] for k in SECRETS})
+    assert out.returncode == 1
+    assert sorted(line.split()[1] for line in out.stderr.splitlines()) == sorted(SECRETS)
+    assert "placeholder" in out.stderr
+    short = _check_secrets({**SECRETS, "GRAFANA_ADMIN_PASSWORD": "admin"})
+    assert short.returncode == 1 and "GRAFANA_ADMIN_PASSWORD is shorter" in short.stderr
+    assert _check_secrets(SECRETS).returncode == 0

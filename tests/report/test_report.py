@@ -142,3 +142,23 @@ def test_browser_check_sees_broken_pages(tmp_path: Path) -> None:
     assert "boom" in joined
     assert "undefinedFunction" in joined or "Uncaught" in joined
     assert "Content Security Policy" in joined or "csp" in joined.lower()
+
+
+def test_report_is_private_even_under_a_loose_umask(archive_path: Path, tmp_path: Path) -> None:
+    """A report names a woman's screening: 0600, and a directory made for it 0700, whatever the umask."""
+    import os
+    import stat
+
+    from cloud_bridge.report import write_report
+
+    out = tmp_path / "reports" / "one.html"
+    old = os.umask(0)
+    try:
+        write_report(archive_path, [FLAGGED.session_id], out, now_ns=0)
+        out.chmod(0o644)  # a restored copy: rewriting it makes it private again
+        write_report(archive_path, [FLAGGED.session_id], out, now_ns=0)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert stat.S_IMODE(out.parent.stat().st_mode) == 0o700
+    assert sorted(p.name for p in out.parent.iterdir()) == ["one.html"]
