@@ -263,7 +263,8 @@ def decode_frame(payload: bytes) -> Frame:
         raise ContractError(f"not a thermoscreen frame: magic {magic!r}, expected {MAGIC!r}")
     if version not in (FORMAT_VERSION, LEGACY_FORMAT_VERSION):
         raise ContractError(
-            f"unsupported frame format version {version}, this decoder reads {LEGACY_FORMAT_VERSION} and {FORMAT_VERSION}"
+            f"unsupported frame format version {version}, this decoder reads "
+            f"{LEGACY_FORMAT_VERSION} and {FORMAT_VERSION}"
         )
     if not 1 <= id_len <= 32:
         raise ContractError(f"device id length {id_len} outside 1..32")

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contract import ContractError, make_patient_ref, new_session_id
-from contract.ids import LEGACY_INCARNATION, new_incarnation, validate_incarnation
 from contract import topics as t
+from contract.ids import LEGACY_INCARNATION, new_incarnation, validate_incarnation
 from contract.messages import (
     MESSAGE_TYPES,
     MESSAGE_VERSION,
