@@ -344,7 +344,7 @@ def test_reimaged_device_gets_a_new_incarnation_a_restart_keeps_it(
 
     first, first_frames, first_events = run("first")
     assert first != LEGACY_INCARNATION and first_events[0] == 0
-    again, again_frames, again_events = run("restart")  # same spool: same incarnation, seq continues
+    again, _again_frames, again_events = run("restart")  # same spool: same incarnation, seq continues
     assert again == first and again_events[0] > max(first_frames + first_events)
     shutil.rmtree(spool.parent)  # re-image: the spool is gone
     fresh, fresh_frames, fresh_events = run("reimaged")
