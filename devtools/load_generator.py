@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from contract.frame import Frame, SensorKind, encode_frame
-from contract.ids import new_session_id, validate_device_id
+from contract.ids import new_incarnation, new_session_id, validate_device_id
 from contract.messages import RfidEvent, RfidEventKind, SessionEndReason, encode_message
 from contract.sensor import CENTI_PER_C, MAX_OBJECT_C, MIN_OBJECT_C, MLX_SHAPE
 from contract.topics import frame_topic, rfid_topic, verdict_topic
@@ -127,6 +127,8 @@ class SimulatedDevice:
 
     def __init__(self, account: DeviceAccount, settings: MqttSettings, images: list[npt.NDArray[np.int16]]) -> None:
         self.device_id = account.device_id
+        #: New per simulated device and run: a rerun starts seq at 0 again, like a re-imaged device.
+        self.incarnation = new_incarnation()
         self.connection = MqttConnection(
             settings.model_copy(update={"username": account.device_id, "client_id": account.device_id}),
             password=account.password,
@@ -166,6 +168,7 @@ class SimulatedDevice:
             seq=seq,
             frame_count=self.frames if kind is RfidEventKind.SESSION_END else None,
             reason=SessionEndReason.CARD if kind is RfidEventKind.SESSION_END else None,
+            incarnation=self.incarnation,
         )
         self._receipts.append(self.connection.publish(self._rfid_topic, encode_message(event), qos=1))
 
@@ -192,6 +195,7 @@ class SimulatedDevice:
             sensor=SensorKind.SYNTHETIC,
             session_id=self.session_id,
             patient_ref=self.patient_ref,
+            incarnation=self.incarnation,
         )
         self.sent_ns[seq] = capture_ns
         self.frames += 1
@@ -217,9 +221,12 @@ class SimulatedDevice:
         try:
             data = json.loads(message.payload)
             seq, capture_ns = int(data["seq"]), int(data["capture_ns"])
-        except (ValueError, KeyError, TypeError):
+            incarnation = data.get("incarnation")
+        except (ValueError, KeyError, TypeError, AttributeError):
             with self._lock:
                 self.verdicts.malformed += 1
+            return
+        if incarnation != self.incarnation:  # a verdict for an earlier run's frame with the same seq
             return
         with self._lock:
             v = self.verdicts
@@ -262,6 +269,7 @@ def bad_payloads(device: SimulatedDevice, index: int) -> list[tuple[str, bytes]]
         centi=np.full(MLX_SHAPE, 3300, dtype=np.int16),
         session_id=device.session_id,
         patient_ref=device.patient_ref,
+        incarnation=device.incarnation,
     )
 
     def frame_bytes(**changes: Any) -> bytes:

@@ -9,6 +9,7 @@ complete, exactly-once delivery leaves in VictoriaMetrics.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import numpy as np
 
 from contract import timeseries as schema
 from contract.frame import Frame, SensorKind, encode_frame
-from contract.ids import new_session_id
+from contract.ids import INCARNATION_BYTES, LEGACY_INCARNATION, new_session_id
 from contract.messages import (
     RfidEvent,
     RfidEventKind,
@@ -55,6 +56,14 @@ class SyntheticSession:
             yield rfid_topic(self.device_id), encode_message(self.end)
 
 
+def simulated_incarnation(device_id: str) -> str:
+    """A simulated device's incarnation: stable per device id, so its sessions share one (as a real
+    device's do until its spool is replaced), and never the legacy value."""
+    digest = hashlib.sha256(f"thermoscreen-simulated-device:{device_id}".encode()).hexdigest()
+    incarnation = digest[: 2 * INCARNATION_BYTES]
+    return incarnation if incarnation != LEGACY_INCARNATION else "0" * 15 + "1"
+
+
 def make_session(
     device_id: str,
     n_frames: int,
@@ -65,6 +74,7 @@ def make_session(
     seed: int = 0,
     patient_ref: str | None = None,
     frame_count: int | None = None,
+    incarnation: str | None = None,
 ) -> SyntheticSession:
     """A session of `n_frames` frames 250 ms apart, each with a verdict.
 
@@ -74,6 +84,7 @@ def make_session(
     rng = np.random.default_rng(seed)
     t0 = time.time_ns() - (n_frames + 2) * FRAME_PERIOD_NS if t0_ns is None else t0_ns
     session_id = new_session_id()
+    inc = simulated_incarnation(device_id) if incarnation is None else incarnation
     pref = patient_ref or f"{int(rng.integers(0, 2**63)):016x}"[-16:]
     probs = probabilities if probabilities is not None else [float(p) for p in rng.uniform(0.05, 0.95, n_frames)]
     if len(probs) != n_frames:
@@ -92,6 +103,7 @@ def make_session(
             sensor=SensorKind.SYNTHETIC,
             session_id=session_id,
             patient_ref=pref,
+            incarnation=inc,
         )
         frames.append(frame)
         verdicts.append(
@@ -108,6 +120,7 @@ def make_session(
                 model_version=MODEL_VERSION,
                 node_id="synthetic-node",
                 latency_ms=3.5,
+                incarnation=inc,
             )
         )
     start = RfidEvent(
@@ -117,6 +130,7 @@ def make_session(
         patient_ref=pref,
         ts_ns=t0,
         seq=0,
+        incarnation=inc,
     )
     end = RfidEvent(
         event=RfidEventKind.SESSION_END,
@@ -127,6 +141,7 @@ def make_session(
         seq=1,
         frame_count=n_frames if frame_count is None else frame_count,
         reason=SessionEndReason.CARD,
+        incarnation=inc,
     )
     return SyntheticSession(device_id, session_id, pref, start, frames, verdicts, end)
 

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from contract.errors import ContractError
+from contract.frame import FORMAT_VERSION
+from contract.ids import INCARNATION_BYTES, LEGACY_INCARNATION
 from contract.messages import (
     DeadLetter,
     DeviceState,
@@ -39,8 +41,10 @@ from contract.messages import (
 from contract.topics import ROOT, parse_topic
 from transport.connection import Message, MqttConnection, MqttSettings
 
-#: The TSF frame header up to the capture time (see contract/frame.py): magic, version, id length.
+#: The TSF frame header up to the capture time (see contract/frame.py): magic, version, id length,
+#: [device id], incarnation (format 2 only), seq, capture time.
 _PREFIX = struct.Struct("<3sBB")
+_INCARNATION = struct.Struct(f"<{INCARNATION_BYTES}s")
 _SEQ_CAPTURE = struct.Struct("<Qq")
 #: Recent session verdicts kept for display.
 RECENT_SESSIONS = 20
@@ -52,16 +56,28 @@ CHECK_INTERVAL_S = 0.05
 MAX_LATENCIES = 200_000
 
 
-def frame_key(payload: bytes) -> tuple[str, int, int]:
-    """(device id, seq, capture_ns) from a frame's fixed header; ContractError if it is no frame."""
+def frame_header(payload: bytes) -> tuple[str, str, int, int]:
+    """(device id, incarnation, seq, capture_ns) from a frame's fixed header; ContractError if it is no frame.
+
+    A format-1 frame has no incarnation and reads as the legacy one, as `decode_frame` does.
+    """
     if len(payload) < _PREFIX.size:
         raise ContractError("frame truncated")
-    magic, _version, id_len = _PREFIX.unpack_from(payload, 0)
-    if magic != b"TSF" or len(payload) < _PREFIX.size + id_len + _SEQ_CAPTURE.size:
+    magic, version, id_len = _PREFIX.unpack_from(payload, 0)
+    at = _PREFIX.size + id_len
+    incarnation_len = _INCARNATION.size if version == FORMAT_VERSION else 0
+    if magic != b"TSF" or len(payload) < at + incarnation_len + _SEQ_CAPTURE.size:
         raise ContractError("not a thermoscreen frame")
-    device = payload[_PREFIX.size : _PREFIX.size + id_len].decode("ascii", errors="replace")
-    seq, capture_ns = _SEQ_CAPTURE.unpack_from(payload, _PREFIX.size + id_len)
-    return device, int(seq), int(capture_ns)
+    device = payload[_PREFIX.size : at].decode("ascii", errors="replace")
+    incarnation = _INCARNATION.unpack_from(payload, at)[0].hex() if incarnation_len else LEGACY_INCARNATION
+    seq, capture_ns = _SEQ_CAPTURE.unpack_from(payload, at + incarnation_len)
+    return device, incarnation, int(seq), int(capture_ns)
+
+
+def frame_key(payload: bytes) -> tuple[str, int, int]:
+    """(device id, seq, capture_ns) from a frame's fixed header; ContractError if it is no frame."""
+    device, _incarnation, seq, capture_ns = frame_header(payload)
+    return device, seq, capture_ns
 
 
 @dataclass
@@ -69,8 +85,9 @@ class DeviceTraffic:
     """One device as seen on the broker."""
 
     state: str = "unknown"
-    frames: set[int] = field(default_factory=set)
-    verdicts: set[int] = field(default_factory=set)
+    #: (incarnation, seq): a re-imaged device starts its seq at 0 again under a new incarnation.
+    frames: set[tuple[str, int]] = field(default_factory=set)
+    verdicts: set[tuple[str, int]] = field(default_factory=set)
     flagged_verdicts: int = 0
     session_id: str | None = None
     session_started: float | None = None  # monotonic time the session_start was seen
@@ -190,7 +207,7 @@ class TrafficMonitor:
         self._verdicts_distinct = 0
         self._flagged = 0
         #: Frames seen without a verdict yet, as (device, seq).
-        self._pending: set[tuple[str, int]] = set()
+        self._pending: set[tuple[str, str, int]] = set()
         #: Capture-to-verdict latency in ms as the monitor sees it (verdict arrival - frame capture).
         self.latencies_ms: deque[float] = deque(maxlen=MAX_LATENCIES)
         self.malformed = 0
@@ -232,24 +249,26 @@ class TrafficMonitor:
         if scope == "device" and device_id is not None:
             dev = self._device(device_id)
             if channel == "frame":
-                _, seq, _capture_ns = frame_key(payload)
+                _, incarnation, seq, _capture_ns = frame_header(payload)
+                key = (incarnation, seq)
                 self._frames_received += 1
-                if seq not in dev.frames:
-                    dev.frames.add(seq)
+                if key not in dev.frames:
+                    dev.frames.add(key)
                     self._frames_distinct += 1
-                    if seq not in dev.verdicts:
-                        self._pending.add((device_id, seq))
+                    if key not in dev.verdicts:
+                        self._pending.add((device_id, incarnation, seq))
             elif channel == "verdict":
                 verdict = decode_message(payload, Verdict)
                 self._verdicts_received += 1
-                if verdict.seq not in dev.verdicts:
-                    dev.verdicts.add(verdict.seq)
+                key = (verdict.incarnation, verdict.seq)
+                if key not in dev.verdicts:
+                    dev.verdicts.add(key)
                     self._verdicts_distinct += 1
                     dev.flagged_verdicts += int(verdict.flagged)
                     self._flagged += int(verdict.flagged)
                     dev.last_probability = verdict.probability
                     self._node(verdict.node_id).verdicts += 1
-                    self._pending.discard((device_id, verdict.seq))
+                    self._pending.discard((device_id, verdict.incarnation, verdict.seq))
                     self.latencies_ms.append((time.time_ns() - verdict.capture_ns) / 1e6)
             elif channel == "rfid":
                 event = decode_message(payload, RfidEvent)
