@@ -12,11 +12,13 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
 from sensor_node.config import RfidKind, SensorConfig, load_config
+from transport import service_manager
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,20 @@ def build_node(config: SensorConfig) -> Any:
     return node
 
 
+def capturing(node: Any, rate_hz: float) -> Callable[[], bool]:
+    """Health for the systemd watchdog: a frame was captured within max(10 s, 5 frame periods)."""
+    allowed_s = max(10.0, 5.0 / rate_hz)
+    seen = [node.counters.frames_captured, time.monotonic()]
+
+    def healthy() -> bool:
+        now = time.monotonic()
+        if node.counters.frames_captured != seen[0]:
+            seen[0], seen[1] = node.counters.frames_captured, now
+        return bool(now - seen[1] < allowed_s)
+
+    return healthy
+
+
 def run_sensor(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     node = build_node(config)
@@ -96,8 +112,16 @@ def run_sensor(args: argparse.Namespace) -> int:
         flush=True,
     )
     stop = threading.Event()
-    with stop_on_signals(stop):
-        counters = node.run(stop, args.duration)
+    # Store-and-forward: once the spool, the camera and the reader are open the device is ready,
+    # broker or not. The watchdog pings while frames keep being captured.
+    service_manager.ready(f"capturing at {src.rate_hz:g} Hz, incarnation {node.incarnation}")
+    watchdog = service_manager.Watchdog(capturing(node, src.rate_hz)).start()
+    try:
+        with stop_on_signals(stop):
+            counters = node.run(stop, args.duration)
+    finally:
+        service_manager.stopping()
+        watchdog.stop()
     print(
         f"thermoscreen sensor: stopped; {counters.frames_captured} frames captured, {counters.frames_spooled} "
         f"spooled, {counters.sessions_started} sessions; {node.publisher.stats.acked} messages acknowledged, "

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from contract.ids import INCARNATION_BYTES, new_incarnation
+from transport.private_files import private_dir, private_file
 
 SCHEMA_VERSION = 1
 
@@ -87,7 +88,8 @@ class Spool:
     @staticmethod
     def _acquire_process_lock(path: Path) -> IO[str]:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
+            private_file(path)
             lock_file = open(path.with_name(path.name + ".lock"), "a+", encoding="ascii")  # noqa: SIM115
         except OSError as exc:
             raise SpoolError(f"cannot create spool {path}: {exc.strerror}") from None
