@@ -84,6 +84,13 @@ class DeviceState(StrEnum):
     OFFLINE = "offline"
 
 
+class ScreeningResult(StrEnum):
+    """What a device shows for a session verdict: never "healthy" or "sick"."""
+
+    REFER = "refer_for_follow_up"
+    NO_FINDING = "no_finding"
+
+
 class DeviceStatus(_Message):
     """Retained on `thermo/v1/<device>/status`; `offline` is also the device's last will."""
 
@@ -95,6 +102,9 @@ class DeviceStatus(_Message):
     spool_dropped_frames: Count | None = None
     session_id: SessionId | None = None
     incarnation: Incarnation = LEGACY_INCARNATION
+    #: The last session verdict the device received and showed (screening aid, not a diagnosis).
+    last_session_id: SessionId | None = None
+    last_result: ScreeningResult | None = None
 
 
 class RfidEventKind(StrEnum):

@@ -157,6 +157,17 @@ class StatusSettings(_Settings):
     interval_s: float = Field(default=10.0, gt=0)
 
 
+class ResultSettings(_Settings):
+    """`[result]`: how the device shows the session verdict the bridge sends back."""
+
+    #: BCM pin of an LED lit while a "refer for follow-up" result is shown (gpiozero); None: no LED.
+    led_pin: int | None = Field(default=None, ge=0, le=27)
+    #: BCM pin of a buzzer that beeps once for any result; None: no buzzer.
+    buzzer_pin: int | None = Field(default=None, ge=0, le=27)
+    #: How long the LED stays lit, seconds.
+    show_s: float = Field(default=30.0, gt=0, le=3600)
+
+
 class SensorConfig(_Settings):
     device: DeviceSettings = Field(default_factory=DeviceSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
@@ -164,6 +175,7 @@ class SensorConfig(_Settings):
     session: SessionSettings = Field(default_factory=SessionSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
+    result: ResultSettings = Field(default_factory=ResultSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
 
     @property

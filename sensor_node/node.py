@@ -23,14 +23,15 @@ from contract.frame import Frame, encode_frame
 from contract.ids import make_patient_ref
 from contract.messages import DeviceState, DeviceStatus, RfidEvent, RfidEventKind, SessionEndReason, encode_message
 from contract.sensor import MAX_AMBIENT_C, MAX_OBJECT_C, MIN_AMBIENT_C, MIN_OBJECT_C
-from contract.topics import frame_topic, rfid_topic, status_topic
+from contract.topics import frame_topic, rfid_topic, session_verdict_topic, status_topic
 from sensor_node.config import SensorConfig
 from sensor_node.publisher import SpoolPublisher
+from sensor_node.result_display import Indicator, ResultDisplay, ShownResult
 from sensor_node.rfid import TapSource
 from sensor_node.session import OpenSessionSlot, SessionChange
 from sensor_node.spool import RowKind, Spool
 from sensor_node.thermal_source import SensorTimeout, TemperatureArray, ThermalSource
-from transport.connection import MqttConnection, Will
+from transport.connection import Message, MqttConnection, Will
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,9 @@ class SensorNode:
             spool, self.connection, window=config.spool.window, ack_timeout_s=config.spool.ack_timeout_s
         )
         self._threads: list[threading.Thread] = []
+        self.results = ResultDisplay(
+            self.device_id, self.incarnation, Indicator(config.result), on_shown=self._result_shown
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
     def run(self, stop: threading.Event, duration_s: float | None = None) -> NodeCounters:
@@ -111,6 +115,7 @@ class SensorNode:
         return self.counters
 
     def start(self) -> None:
+        self.connection.subscribe(session_verdict_topic(self.device_id), self._on_session_verdict, qos=1)
         self.connection.start(wait=False)
         self.publisher.start()
         for name, target in (("capture", self._capture_loop), ("rfid", self._rfid_loop), ("status", self._status_loop)):
@@ -138,6 +143,7 @@ class SensorNode:
             )
             receipt.wait(2.0)
         self.connection.stop()
+        self.results.close()
         for close in (self.taps.close, self.source.close, self.spool.close):
             try:
                 close()
@@ -279,8 +285,17 @@ class SensorNode:
         return session.session_id if session else None
 
     # -- status --------------------------------------------------------------------------------
+    def _on_session_verdict(self, message: Message) -> None:
+        self.results.handle(message.payload)
+
+    def _result_shown(self, shown: ShownResult) -> None:
+        self._status_due.set()  # the retained status carries the result at once
+
     def _status(self, state: DeviceState) -> DeviceStatus:
+        last = self.results.last
         return DeviceStatus(
+            last_session_id=last.session_id if last else None,
+            last_result=last.result if last else None,
             state=state,
             ts_ns=time.time_ns(),
             firmware=self.config.device.firmware or FIRMWARE,

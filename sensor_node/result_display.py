@@ -1,0 +1,122 @@
+"""Showing the session verdict on the device: the patient learns her result from the device itself.
+
+The bridge publishes one `SessionVerdict` per session on `thermo/v1/<device>/session_verdict`,
+which only this device's account may read. The device shows it as a line on stderr (the
+console the operator watches), in its retained status, and optionally on a GPIO LED and
+buzzer through gpiozero (off by default). The wording is that of a screening aid: a flagged
+session means "refer for clinical follow-up", an unflagged one is "no finding", never
+"healthy": it does not rule anything out.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from contract.errors import ContractError
+from contract.ids import LEGACY_INCARNATION
+from contract.messages import ScreeningResult, SessionVerdict, decode_message
+from sensor_node.config import ResultSettings
+
+log = logging.getLogger(__name__)
+
+WORDING = {
+    ScreeningResult.REFER: "refer for clinical follow-up (a screening aid, not a diagnosis)",
+    ScreeningResult.NO_FINDING: "no finding (a screening aid, not a diagnosis: it does not rule anything out)",
+}
+
+
+@dataclass(frozen=True)
+class ShownResult:
+    session_id: str
+    result: ScreeningResult
+
+
+def result_of(verdict: SessionVerdict) -> ScreeningResult:
+    return ScreeningResult.REFER if verdict.flagged else ScreeningResult.NO_FINDING
+
+
+class Indicator:
+    """The optional LED (lit while a referral is shown) and buzzer (one beep per result)."""
+
+    def __init__(self, settings: ResultSettings, pin_factory: Any = None) -> None:
+        self._show_s = settings.show_s
+        self._led: Any = None
+        self._buzzer: Any = None
+        self._timer: threading.Timer | None = None
+        if settings.led_pin is None and settings.buzzer_pin is None:
+            return
+        from gpiozero import LED, Buzzer
+
+        if settings.led_pin is not None:
+            self._led = LED(settings.led_pin, pin_factory=pin_factory)
+        if settings.buzzer_pin is not None:
+            self._buzzer = Buzzer(settings.buzzer_pin, pin_factory=pin_factory)
+
+    def show(self, result: ScreeningResult) -> None:
+        if self._buzzer is not None:
+            self._buzzer.beep(on_time=0.2, off_time=0.2, n=1 if result is ScreeningResult.NO_FINDING else 3)
+        if self._led is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        if result is ScreeningResult.REFER:
+            self._led.on()
+            self._timer = threading.Timer(self._show_s, self._led.off)
+            self._timer.daemon = True
+            self._timer.start()
+        else:
+            self._led.off()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for device in (self._led, self._buzzer):
+            if device is not None:
+                device.close()
+
+
+class ResultDisplay:
+    """Decodes, checks and shows the session verdicts addressed to this device."""
+
+    def __init__(
+        self,
+        device_id: str,
+        incarnation: str,
+        indicator: Indicator,
+        on_shown: Callable[[ShownResult], None],
+        out: TextIO | None = None,
+    ) -> None:
+        self._device_id = device_id
+        self._incarnation = incarnation
+        self._indicator = indicator
+        self._on_shown = on_shown
+        self._out = out
+        self.last: ShownResult | None = None
+
+    def handle(self, payload: bytes) -> ShownResult | None:
+        try:
+            verdict = decode_message(payload, SessionVerdict)
+        except ContractError as exc:
+            log.warning("ignoring a malformed session verdict: %s", exc)
+            return None
+        if verdict.device_id != self._device_id:
+            log.warning("ignoring a session verdict for device %s", verdict.device_id)
+            return None
+        if verdict.incarnation not in {self._incarnation, LEGACY_INCARNATION}:
+            log.info("ignoring a session verdict of an earlier incarnation of this device")
+            return None
+        shown = ShownResult(verdict.session_id, result_of(verdict))
+        out = self._out or sys.stderr
+        print(f"thermoscreen sensor: session {verdict.session_id[:8]}: {WORDING[shown.result]}", file=out, flush=True)
+        self._indicator.show(shown.result)
+        self.last = shown
+        self._on_shown(shown)
+        return shown
+
+    def close(self) -> None:
+        self._indicator.close()
