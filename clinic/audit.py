@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from clinic.registry import create_private_file
+from clinic.files import create_private_file
 
 GENESIS = "0" * 64
 AUDIT_SUFFIX = ".audit.jsonl"

@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import os
 import sqlite3
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,14 +21,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from clinic.files import create_private_file
 from contract.errors import ContractError
 from contract.ids import make_patient_ref, validate_patient_ref
 
 #: Card UIDs an MFRC522 reads: single, double and triple size (ISO 14443-3).
 UID_LENGTHS = (4, 7, 10)
 NONCE_BYTES = 12
-FILE_MODE = 0o600
-DIR_MODE = 0o700
 _KEY_CHECK_LABEL = b"thermoscreen registry key check v1"
 _UID_LABEL = b"thermoscreen card uid v1:"
 
@@ -48,7 +46,7 @@ CREATE TABLE IF NOT EXISTS patients (
 class PatientFields(BaseModel):
     """What the registry knows about a woman; only ever stored encrypted."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     name: str = Field(min_length=1, max_length=200)
     date_of_birth: dt.date
@@ -58,7 +56,6 @@ class PatientFields(BaseModel):
     @field_validator("name", "clinic_id", "contact")
     @classmethod
     def _one_line(cls, value: str) -> str:
-        value = value.strip()
         if any(ch in value for ch in "\r\n\x00"):
             raise ValueError("must be one line")
         return value
@@ -112,26 +109,6 @@ def parse_ref(text: str) -> str:
         return validate_patient_ref(text.strip().lower())
     except ContractError as exc:
         raise ValueError(str(exc)) from None
-
-
-def _private_dir(directory: Path) -> None:
-    """Make `directory` exist with mode 0700 (the registry's files are nobody else's business)."""
-    directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    if stat.S_IMODE(directory.stat().st_mode) != DIR_MODE:
-        try:
-            directory.chmod(DIR_MODE)
-        except PermissionError:
-            raise ValueError(
-                f"{directory}: cannot make it private (0700); put the registry in a directory of its own"
-            ) from None
-
-
-def create_private_file(path: Path) -> None:
-    """Create `path` 0600 (if missing) before anything else opens it, in a 0700 directory."""
-    _private_dir(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
-    os.close(fd)
-    os.chmod(path, FILE_MODE)
 
 
 class Registry:

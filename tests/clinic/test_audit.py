@@ -1,0 +1,91 @@
+"""The audit log's hash chain, called directly: removed, reordered and edited lines are found."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from clinic import audit
+
+REF = "0123456789abcdef"
+
+
+def _log(tmp_path: Path, lines: int = 4) -> Path:
+    path = tmp_path / "clinic" / "audit.jsonl"
+    audit.append(path, "enrol", actor="nurse-a", patient_ref=REF, reason=None)
+    for n in range(lines - 2):
+        audit.append(path, "lookup", actor="dr-b", patient_ref=REF, reason=f"follow-up {n}")
+    audit.record_report(path, REF, sessions=["ab" * 16], report="report-abababab.html", actor="dr-b")
+    return path
+
+
+def _rewrite(path: Path, change: str) -> None:
+    lines = path.read_bytes().splitlines(keepends=True)
+    if change == "remove":
+        del lines[1]
+    elif change == "remove-first":
+        del lines[0]
+    elif change == "reorder":
+        lines[1], lines[2] = lines[2], lines[1]
+    elif change == "edit":
+        lines[1] = lines[1].replace(b"follow-up 0", b"follow-up X")
+    elif change == "edit-last":
+        lines[-1] = lines[-1].replace(b"dr-b", b"dr-c")
+    path.write_bytes(b"".join(lines))
+
+
+def test_intact_log_counts_lines_and_holds_who_when_what_why(tmp_path: Path) -> None:
+    path = _log(tmp_path)
+    assert audit.verify(path) == 4
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["action"] for e in entries] == ["enrol", "lookup", "lookup", "report"]
+    assert entries[1]["actor"] == "dr-b"
+    assert entries[1]["reason"] == "follow-up 0"
+    assert entries[1]["at"].endswith("+00:00")
+    assert entries[3]["detail"] == {"sessions": ["ab" * 16], "report": "report-abababab.html"}
+    assert entries[0]["prev"] == audit.GENESIS
+
+
+@pytest.mark.parametrize(
+    ("change", "bad_line"),
+    [("remove", 2), ("remove-first", 1), ("reorder", 2), ("edit", 2), ("edit-last", 4)],
+)
+def test_tampering_names_the_first_bad_line(tmp_path: Path, change: str, bad_line: int) -> None:
+    path = _log(tmp_path)
+    _rewrite(path, change)
+    with pytest.raises(ValueError, match=f"line {bad_line}: "):
+        audit.verify(path)
+
+
+def test_edit_with_a_recomputed_own_hash_still_breaks_the_next_line(tmp_path: Path) -> None:
+    path = _log(tmp_path)
+    lines = path.read_text().splitlines()
+    entry = json.loads(lines[1])
+    entry["reason"] = "curiosity"
+    entry["hash"] = audit._content_hash(entry)
+    lines[1] = json.dumps(entry, sort_keys=True, separators=(",", ":"))
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="line 3: chain broken"):
+        audit.verify(path)
+
+
+def test_default_actor_is_the_os_user_and_empty_reason_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("getpass.getuser", lambda: "clinic-pc-user")
+    path = tmp_path / "clinic" / "audit.jsonl"
+    assert audit.append(path, "lookup", actor=None, patient_ref=REF, reason="x")["actor"] == "clinic-pc-user"
+    with pytest.raises(ValueError, match="reason"):
+        audit.append(path, "lookup", actor=None, patient_ref=REF, reason="  ")
+    assert audit.verify(path) == 1
+
+
+def test_last_line_is_found_past_a_read_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "clinic" / "audit.jsonl"
+    for _ in range(3):
+        audit.append(path, "lookup", actor="a", patient_ref=REF, reason="r" * (audit._TAIL_CHUNK + 100))
+    assert audit.verify(path) == 3
