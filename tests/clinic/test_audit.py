@@ -89,3 +89,21 @@ def test_last_line_is_found_past_a_read_chunk(tmp_path: Path) -> None:
     for _ in range(3):
         audit.append(path, "lookup", actor="a", patient_ref=REF, reason="r" * (audit._TAIL_CHUNK + 100))
     assert audit.verify(path) == 3
+
+
+def test_a_rechained_log_with_a_line_removed_still_shows_the_gap(tmp_path: Path) -> None:
+    """A forger who recomputes every hash after deleting a line but keeps the numbers is caught by seq."""
+    path = _log(tmp_path)
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    del entries[1]
+    prev = audit.GENESIS
+    out = []
+    for entry in entries:
+        entry["prev"] = prev
+        entry["hash"] = audit._content_hash(entry)
+        raw = json.dumps(entry, sort_keys=True, separators=(",", ":"))
+        prev = audit._sha256(raw.encode())
+        out.append(raw)
+    path.write_text("\n".join(out) + "\n")
+    with pytest.raises(ValueError, match="line 2: sequence 3, expected 2"):
+        audit.verify(path)
