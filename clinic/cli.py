@@ -36,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     lst.set_defaults(run=_list)
 
     show = sub.add_parser("show", help="one pseudonym's enrolment (no names)", description="one enrolment, no names")
-    _common(show, key=False)
+    _common(show, key=False, audit=False, actor=False)
     show.add_argument("ref", metavar="REF", help="patient_ref (16 hex)")
     show.set_defaults(run=_show)
 
@@ -47,17 +47,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     lookup.set_defaults(run=_lookup)
 
     audit = sub.add_parser("audit", help="check the audit log", description="check the audit log's hash chain")
-    _common(audit, key=False)
+    _common(audit, key=False, actor=False)
     audit.add_argument("--verify", action="store_true", required=True, help="check the hash chain")
     audit.set_defaults(run=_audit)
 
 
-def _common(parser: argparse.ArgumentParser, *, key: bool) -> None:
+def _common(parser: argparse.ArgumentParser, *, key: bool, audit: bool = True, actor: bool = True) -> None:
     parser.add_argument("--registry", type=Path, required=True, help="registry file (SQLite, in its own directory)")
     if key:
         parser.add_argument("--key-file", type=Path, help="registry key, 32 bytes hex (else THERMOSCREEN_REGISTRY_KEY)")
-    parser.add_argument("--audit", type=Path, help="audit log (default: next to the registry, .audit.jsonl)")
-    parser.add_argument("--actor", help="who is doing this (default: the OS user)")
+    if audit:
+        parser.add_argument("--audit", type=Path, help="audit log (default: next to the registry, .audit.jsonl)")
+    if actor:
+        parser.add_argument("--actor", help="who is doing this (default: the OS user)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 

@@ -31,6 +31,7 @@ NONCE_BYTES = 12
 _KEY_CHECK_LABEL = b"thermoscreen registry key check v1"
 _UID_LABEL = b"thermoscreen card uid v1:"
 
+_TABLES = frozenset({"meta", "patients"})
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS patients (
@@ -123,7 +124,7 @@ class Registry:
         self._key = key
         self._db = sqlite3.connect(path, isolation_level=None)
         try:
-            self._db.executescript(_SCHEMA)
+            self._ensure_schema(create)
             if key is not None:
                 self._check_key(key)
         except sqlite3.DatabaseError as exc:
@@ -135,6 +136,16 @@ class Registry:
 
     def close(self) -> None:
         self._db.close()
+
+    def _ensure_schema(self, create: bool) -> None:
+        """Make the tables only in a new, empty file: never add them to another SQLite file
+        (say the bridge's archive given by mistake)."""
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables >= _TABLES:
+            return
+        if tables or not create:
+            raise ValueError(f"{self.path}: not a patient registry")
+        self._db.executescript(_SCHEMA)
 
     def __enter__(self) -> Registry:
         return self

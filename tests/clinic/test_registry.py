@@ -139,3 +139,20 @@ def test_enrolment_the_audit_log_cannot_record_is_rolled_back(
         with pytest.raises(OSError), registry.enrol(UID_A, AMA, site_key):
             raise OSError("audit log full")
         assert registry.list() == []
+
+
+def test_another_sqlite_file_is_refused_and_left_as_it_was(
+    tmp_path: Path, registry_key: bytes, site_key: bytes
+) -> None:
+    other = tmp_path / "data" / "archive.sqlite"
+    other.parent.mkdir(mode=0o700)
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE sessions (id TEXT)")
+    db.commit()
+    db.close()
+    before = other.read_bytes()
+    with pytest.raises(ValueError, match="not a patient registry"):
+        Registry(other, None)
+    with pytest.raises(ValueError, match="not a patient registry"):
+        _enrol(other, registry_key, site_key, UID_A, AMA)
+    assert other.read_bytes() == before
