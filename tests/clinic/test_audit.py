@@ -107,3 +107,19 @@ def test_a_rechained_log_with_a_line_removed_still_shows_the_gap(tmp_path: Path)
     path.write_text("\n".join(out) + "\n")
     with pytest.raises(ValueError, match="line 2: sequence 3, expected 2"):
         audit.verify(path)
+
+
+def test_concurrent_appends_keep_one_chain(tmp_path: Path) -> None:
+    """Several clinicians at once (threads here; each append opens its own file description, so
+    the flock serialises them as it does separate processes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "clinic" / "audit.jsonl"
+
+    def lookups(worker: int) -> None:
+        for n in range(15):
+            audit.append(path, "lookup", actor=f"dr-{worker}", patient_ref=REF, reason=f"r{n}")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lookups, range(4)))
+    assert audit.verify(path) == 60
