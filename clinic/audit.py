@@ -66,6 +66,17 @@ def _last_line(fd: int) -> bytes | None:
     return buf[:-1] if buf.endswith(b"\n") else buf
 
 
+def _seq_of(last: bytes, path: Path) -> int:
+    """The last line's number; a log whose tail is not an entry is not appended to (fail closed)."""
+    try:
+        seq = json.loads(last)["seq"]
+    except (ValueError, KeyError, TypeError):
+        seq = None
+    if not isinstance(seq, int):
+        raise ValueError(f"{path}: last line is not an audit entry; check it with `patients audit --verify`")
+    return seq
+
+
 def append(
     path: Path,
     action: str,
@@ -85,7 +96,7 @@ def append(
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         last = _last_line(fd)
-        prev_seq = 0 if last is None else int(json.loads(last)["seq"])
+        prev_seq = 0 if last is None else _seq_of(last, path)
         entry: dict[str, Any] = {
             "seq": prev_seq + 1,
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),

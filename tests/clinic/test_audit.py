@@ -123,3 +123,13 @@ def test_concurrent_appends_keep_one_chain(tmp_path: Path) -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(lookups, range(4)))
     assert audit.verify(path) == 60
+
+
+def test_a_log_with_a_broken_tail_is_not_appended_to(tmp_path: Path) -> None:
+    path = _log(tmp_path)
+    with path.open("ab") as log:
+        log.write(b'{"seq": 5, "act')
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="last line is not an audit entry"):
+        audit.append(path, "lookup", actor="dr-b", patient_ref=REF, reason="x")
+    assert path.read_bytes() == before
