@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= sensor,inference,bridge,train,dashboards,broker,bench,dev
+EXTRAS ?= sensor,inference,bridge,train,dashboards,broker,clinic,bench,dev
 # `make demo` gets its own lean environment: what the demo runs, no TensorFlow, no test tools.
 DEMO_VENV ?= .venv-demo
 DEMO_EXTRAS ?= sensor,inference,bridge,broker

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from clinic.files import create_private_file
+from transport.private_files import private_dir, private_file
 
 GENESIS = "0" * 64
 AUDIT_SUFFIX = ".audit.jsonl"
@@ -91,7 +91,8 @@ def append(
         raise ValueError(f"audit: unknown action {action!r}")
     if reason is not None and not reason.strip():
         raise ValueError("reason: must not be empty")
-    create_private_file(path)
+    private_dir(path.parent)
+    private_file(path)
     fd = os.open(path, os.O_RDWR | os.O_APPEND)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

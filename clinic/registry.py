@@ -21,9 +21,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from clinic.files import create_private_file
 from contract.errors import ContractError
 from contract.ids import make_patient_ref, validate_patient_ref
+from transport.private_files import private_dir, private_file
 
 #: Card UIDs an MFRC522 reads: single, double and triple size (ISO 14443-3).
 UID_LENGTHS = (4, 7, 10)
@@ -117,7 +117,8 @@ class Registry:
 
     def __init__(self, path: Path, key: bytes | None, *, create: bool = False) -> None:
         if create:
-            create_private_file(path)
+            private_dir(path.parent)
+            private_file(path)
         elif not path.is_file():
             raise ValueError(f"no registry at {path} (enrol a patient first)")
         self.path = path
