@@ -40,7 +40,7 @@ FIELDS = ("offered", "stored", "lost", "duplicates", "frames_without_verdict", "
 
 def _goals(s: dict[str, Any]) -> bool:
     clean = s["lost"] == 0 and s["duplicates"] == 0 and s["frames_without_verdict"] == 0
-    return clean and s.get("mixed_records", 0) == 0
+    return bool(clean and s.get("mixed_records", 0) == 0)
 
 
 def test_faults_bench_every_scenario_loses_and_duplicates_nothing(tmp_path: Path, bench_servers: None) -> None:
