@@ -57,6 +57,7 @@ def test_faults_bench_every_scenario_loses_and_duplicates_nothing(tmp_path: Path
             continue
         assert s["lost"] == 0, (name, s)
         assert s["duplicates"] == 0, (name, s)
+        assert s.get("mixed_records", 0) == 0, (name, s)
         if name in KNOWN_OPEN_VERDICTS:
             print(f"KNOWN_OPEN_VERDICTS {name}: {s['frames_without_verdict']} frames without verdict", file=sys.stderr)
         else:
