@@ -1,4 +1,4 @@
-"""The six faults of `thermoscreen bench faults`: what each breaks, how long, and how it is repaired.
+"""The nine faults of `thermoscreen bench faults`: what each breaks, how long, and how it is repaired.
 
 Each scenario has an `inject` step (the fault) and a `repair` step; the runner puts steady load
 on the stack before, during and after, and measures recovery from the end of `repair` (the
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from devtools.cuttable_relay import CuttableRelay
+    from devtools.load_generator import DeviceAccount
     from devtools.stack import LocalStack
 
 BROKER_RESTART = "broker_restart"
@@ -23,8 +24,23 @@ BRIDGE_KILL = "bridge_kill"
 INFERENCE_KILL = "inference_kill"
 DEVICE_CUTOFF = "device_cutoff"
 MALFORMED = "malformed_payloads"
+DEVICE_REIMAGE = "device_reimage"
+SESSION_REPLAY = "session_replay"
+HOSTILE_FLOOD = "hostile_flood"
 
-SCENARIOS = (BROKER_RESTART, TSDB_OUTAGE, BRIDGE_KILL, INFERENCE_KILL, DEVICE_CUTOFF, MALFORMED)
+SCENARIOS = (
+    BROKER_RESTART,
+    TSDB_OUTAGE,
+    BRIDGE_KILL,
+    INFERENCE_KILL,
+    DEVICE_CUTOFF,
+    MALFORMED,
+    DEVICE_REIMAGE,
+    SESSION_REPLAY,
+    HOSTILE_FLOOD,
+)
+#: Scenarios whose fault is a hostile device account (provisioned by the runner, not counted as offered).
+HOSTILE = (SESSION_REPLAY, HOSTILE_FLOOD)
 
 #: The issue's outage lengths at --duration-scale 1.
 TSDB_OUTAGE_S = 60.0
@@ -40,6 +56,14 @@ class FaultContext:
     stack: LocalStack
     relay: CuttableRelay | None
     scale: float
+    #: The scenario's real sensor process (device id), if it uses one.
+    sensor: str | None = None
+    #: The scenario's load devices (the first is the session replayer's victim).
+    devices: list[str] = field(default_factory=list)
+    #: The hostile device account of a HOSTILE scenario.
+    hostile: DeviceAccount | None = None
+    #: What the fault itself reports (merged into the scenario's figures).
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def outage(self, seconds: float) -> float:
         return seconds * self.scale
@@ -106,6 +130,39 @@ def _reconnect_device(ctx: FaultContext) -> None:
     ctx.relay.restore()
 
 
+def _stop_and_wipe_sensor(ctx: FaultContext) -> None:
+    """Re-image: the sensor stops (its spool drained to the broker), then its spool files are deleted."""
+    assert ctx.sensor is not None
+    code = ctx.stack.stop(ctx.sensor)
+    if code != 0:
+        raise RuntimeError(f"sensor {ctx.sensor} did not stop cleanly (exit {code})")
+    spool = ctx.stack.data_dir / f"spool-{ctx.sensor}.sqlite"
+    for path in spool.parent.glob(f"{spool.name}*"):  # the database and its -wal/-shm files
+        path.unlink()
+    ctx.notes["spool_deleted"] = not spool.exists()
+
+
+def _start_sensor(ctx: FaultContext) -> None:
+    assert ctx.sensor is not None
+    ctx.stack.start_component(ctx.sensor, wait=True)  # same config and device id, a fresh spool
+
+
+def _replay_session(ctx: FaultContext) -> None:
+    from devtools.bench.faults_hostile import replay_session, victim_session
+
+    assert ctx.hostile is not None and ctx.devices
+    victim = victim_session(ctx.stack.archive_path, ctx.devices[0])
+    ctx.notes["victim"] = victim
+    ctx.notes.update(replay_session(ctx.stack, ctx.hostile, victim))
+
+
+def _flood(ctx: FaultContext) -> None:
+    from devtools.bench.faults_hostile import FLOOD_S, flood
+
+    assert ctx.hostile is not None
+    ctx.notes.update(flood(ctx.stack, ctx.hostile, max(1.0, FLOOD_S * min(1.0, ctx.scale * 10))))
+
+
 def scenario(name: str) -> Scenario:
     table = {
         BROKER_RESTART: Scenario(
@@ -126,6 +183,25 @@ def scenario(name: str) -> Scenario:
             uses_sensor=True,
         ),
         MALFORMED: Scenario(MALFORMED, "malformed and oversized payloads mixed into good traffic", _nothing, _nothing),
+        DEVICE_REIMAGE: Scenario(
+            DEVICE_REIMAGE,
+            "a sensor process re-imaged mid-run (stopped, its spool deleted, started again)",
+            _stop_and_wipe_sensor,
+            _start_sensor,
+            uses_sensor=True,
+        ),
+        SESSION_REPLAY: Scenario(
+            SESSION_REPLAY,
+            "a second device account replays the first device's session id, with another patient_ref",
+            _replay_session,
+            _nothing,
+        ),
+        HOSTILE_FLOOD: Scenario(
+            HOSTILE_FLOOD,
+            "one device account floods valid and invalid messages as fast as it can for a few seconds",
+            _flood,
+            _nothing,
+        ),
     }
     try:
         return table[name]

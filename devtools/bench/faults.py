@@ -21,15 +21,28 @@ from devtools.bench.common import Progress, in_workdir
 from devtools.bench.cpu_meter import cores
 from devtools.bench.e2e import provision_devices
 from devtools.bench.fault_scenarios import (
+    DEVICE_REIMAGE,
+    HOSTILE,
     INFERENCE_KILL,
     KILLED_NODE,
     MALFORMED,
     SCENARIOS,
+    SESSION_REPLAY,
     FaultContext,
     Scenario,
     scenario,
 )
-from devtools.bench.landed import StoredFrames, archive_frames, archive_verdicts, caught_up, tsdb_frames
+from devtools.bench.faults_hostile import VictimSession, archive_session
+from devtools.bench.landed import (
+    NO_INCARNATION,
+    FrameKey,
+    StoredFrames,
+    archive_frames,
+    archive_verdicts,
+    caught_up,
+    tsdb_frames,
+    without_verdict,
+)
 from devtools.cuttable_relay import CuttableRelay
 from devtools.load_client import LoadGeneratorProcess
 from devtools.load_generator import BAD_SEQ_BASE, INJECT_PREFIX_BYTES, impostor_id
@@ -120,14 +133,17 @@ def _run(options: FaultOptions, workdir: Path, progress: Progress) -> dict[str, 
     with LocalStack(workdir / "stack", stack_options) as stack:
         relay = CuttableRelay("127.0.0.1", stack.tls_port, port=relay_port).start()
         try:
-            ctx = FaultContext(stack, relay, options.duration_scale)
             for index, name in enumerate(options.scenarios):
+                ctx = FaultContext(stack, relay, options.duration_scale)
                 results.append(
                     _scenario(ctx, index, scenario(name), options=options, workdir=workdir, progress=progress)
                 )
         finally:
             relay.stop()
-    ok = all(r["lost"] == 0 and r["duplicates"] == 0 for r in results)
+    ok = all(
+        r["lost"] == 0 and r["duplicates"] == 0 and r["frames_without_verdict"] == 0 and r.get("mixed_records", 0) == 0
+        for r in results
+    )
     return {
         "scenarios": results,
         "ok": ok,
@@ -151,7 +167,11 @@ def _scenario(
     prefix = f"f{index + 1}"
     progress(f"[{sc.name}] {sc.what}")
     ids = [f"{prefix}-d{i + 1}" for i in range(options.devices)]
-    accounts = provision_devices(stack, ids)
+    hostile_id = f"{prefix}-h1"
+    accounts = provision_devices(stack, [*ids, *([hostile_id] if sc.name in HOSTILE else [])])
+    ctx.devices = ids
+    if sc.name in HOSTILE:
+        ctx.hostile, accounts = accounts[-1], accounts[:-1]
     before = _component_state(stack)
     load = LoadGeneratorProcess(
         accounts, url=stack.tls_url, ca_file=stack.ca_file, rate=options.rate, workdir=workdir / "load", name=prefix
@@ -161,7 +181,7 @@ def _scenario(
     try:
         load.wait_ready(120.0)
         if sc.uses_sensor:
-            sensor = stack.add_device(f"{prefix}-sensor", wait=True)
+            sensor = ctx.sensor = stack.add_device(f"{prefix}-sensor", wait=True)
         time.sleep(options.steady_s / 2)  # steady load before the fault (a duration, not a synchronisation)
         if sc.name == MALFORMED:
             injected = load.inject(options.malformed_payloads)
@@ -184,15 +204,19 @@ def _scenario(
         result = load.stop(options.drain_s)
         offered = {d: Offered(n) for d, n in result["frames_per_device"].items()}
         if sensor is not None:
-            offered[sensor] = _stop_sensor(stack, sensor)
+            offered[sensor] = _stop_sensor(stack, sensor, runs=2 if sc.name == DEVICE_REIMAGE else 1)
     finally:
         load.close()
     progress(f"[{sc.name}] load stopped; reading back the archive and the TSDB")
     archive, tsdb = _wait_landed(stack, offered, options.land_timeout_s)
-    if sensor is not None:
-        seqs = archive.seqs(sensor)
-        offered[sensor].first = min(seqs) if seqs else 0
     out = _counts(sc, offered, archive, tsdb, stack)
+    everyone = [*offered, *([ctx.hostile.device_id] if ctx.hostile else [])]
+    out["frames_without_verdict"] = without_verdict(
+        archive_frames(stack.archive_path, everyone), archive_verdicts(stack.archive_path, everyone)
+    )
+    out.update({k: v for k, v in ctx.notes.items() if k != "victim"})
+    if sc.name == SESSION_REPLAY:
+        out.update(_replay_checks(stack, ctx.notes["victim"]))
     out.update(
         outage_s=round(outage_s, 2),
         recovery_s=recovery_s,
@@ -206,23 +230,30 @@ def _scenario(
         stack.start_component(KILLED_NODE, wait=True)  # two nodes again for the next scenario
     progress(
         f"[{sc.name}] offered {out['offered']}, stored {out['stored']}, lost {out['lost']}, "
-        f"duplicates {out['duplicates']}, recovery {out['recovery_s']} s"
+        f"duplicates {out['duplicates']}, without verdict {out['frames_without_verdict']}, "
+        f"recovery {out['recovery_s']} s"
     )
     return out
 
 
-def _stop_sensor(stack: LocalStack, name: str) -> Offered:
-    """Stop the sensor gracefully (its spool flushes) and read its own count of captured frames."""
+def _stop_sensor(stack: LocalStack, name: str, runs: int = 1) -> Offered:
+    """Stop the sensor gracefully (its spool flushes) and read its own count of captured frames.
+
+    `runs`: how many of its processes' final counts to add up (a re-imaged sensor ran twice).
+    """
     code = stack.stop(name)
     text = stack.component(name).log_path.read_text(encoding="utf-8", errors="replace")
     found = SENSOR_COUNTS.findall(text)
-    if code != 0 or not found:
+    if code != 0 or len(found) < runs:
         raise RuntimeError(f"sensor {name} did not stop cleanly (exit {code}): {stack.component(name).log_tail(3)}")
-    captured, _spooled, still_spooled, _dropped = (int(v) for v in found[-1])
-    if still_spooled:
-        raise RuntimeError(f"sensor {name} stopped with {still_spooled} frames still spooled")
+    total = 0
+    for counts in found[-runs:]:
+        captured, _spooled, still_spooled, _dropped = (int(v) for v in counts)
+        if still_spooled:
+            raise RuntimeError(f"sensor {name} stopped with {still_spooled} frames still spooled")
+        total += captured
     # Frames dropped by a full spool were offered too: they count as lost, never as absent.
-    return Offered(captured, first=0)
+    return Offered(total, first=0)
 
 
 def _tsdb(stack: LocalStack) -> LocalVictoriaMetrics:
@@ -262,11 +293,16 @@ def _caught_up(stored: StoredFrames, device: str, is_sensor: bool, since_ns: int
     return caught_up(seqs, min(seqs) if is_sensor else 1, since_ns)
 
 
+def _offered_keys(stored: StoredFrames, device: str, offered: Offered) -> set[FrameKey]:
+    """The stored identities of frames `device` offered (a sensor's: all of them; its seqs skip events)."""
+    keys = stored.identities(device)
+    if offered.first == 0:
+        return set(keys)
+    return {k for k in keys if offered.first <= k[1] < offered.first + offered.count}
+
+
 def _landed_count(stored: StoredFrames, device: str, offered: Offered) -> int:
-    seqs = stored.seqs(device)
-    if offered.first == 0:  # a sensor whose first seq is not known yet: all its frames are offered ones
-        return len(seqs)
-    return sum(1 for s in seqs if offered.first <= s < offered.first + offered.count)
+    return len(_offered_keys(stored, device, offered))
 
 
 def _wait_landed(stack: LocalStack, offered: dict[str, Offered], timeout: float) -> tuple[StoredFrames, StoredFrames]:
@@ -290,14 +326,14 @@ def _counts(
     verdicts = archive_verdicts(stack.archive_path, offered)
     verdicts_missing = 0
     for device, o in offered.items():
-        valid = range(o.first, o.first + o.count)
-        a = {s for s in archive.seqs(device) if s in valid}
-        t = {s for s in tsdb.seqs(device) if s in valid}
+        a = _offered_keys(archive, device, o)
+        t = _offered_keys(tsdb, device, o)
         total += o.count
         in_archive += len(a)
         in_tsdb += len(t)
         stored += len(a & t)
-        verdicts_missing += sum(1 for s in a if s not in verdicts.get(device, set()))
+        have = verdicts.get(device, set())
+        verdicts_missing += sum(1 for k in a if k not in have and (NO_INCARNATION, k[1]) not in have)
     return {
         "name": sc.name,
         "offered": total,
@@ -341,3 +377,27 @@ def _malformed_checks(stack: LocalStack, injected: list[dict[str, Any]], ids: li
         "deadletters_matched": matched,
         "bad_stored": bad_archive + bad_tsdb,
     }
+
+
+def _replay_checks(stack: LocalStack, victim: VictimSession) -> dict[str, Any]:
+    """Did the replayed session id mix records: its session row or its frames no longer only the victim's?
+
+    `mixed_records`: archive frames under the victim's session id that are not the victim
+    device's or carry another patient_ref, plus one if the session row changed owner or woman.
+    """
+    rows = _archive_session_frames(stack, victim.session_id)
+    foreign = sum(1 for device, patient in rows if device != victim.device_id or patient != victim.patient_ref)
+    row = archive_session(stack.archive_path, victim.session_id)
+    hijacked = row is None or row.device_id != victim.device_id or row.patient_ref != victim.patient_ref
+    return {"mixed_records": foreign + int(hijacked), "session_row_hijacked": hijacked}
+
+
+def _archive_session_frames(stack: LocalStack, session_id: str) -> list[tuple[str, str | None]]:
+    import sqlite3
+
+    conn = sqlite3.connect(f"{stack.archive_path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+    try:
+        rows = conn.execute("SELECT device_id, patient_ref FROM frames WHERE session_id = ?", (session_id,)).fetchall()
+    finally:
+        conn.close()
+    return [(str(d), None if p is None else str(p)) for d, p in rows]

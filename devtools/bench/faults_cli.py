@@ -5,17 +5,27 @@ a real sensor process with its spool for the cut-off device) on one local stack 
 Mosquitto, two inference nodes, the bridge with its archive and a local VictoriaMetrics):
 broker restarted; TSDB stopped for 60 s; bridge SIGKILLed and restarted; one of two
 inference nodes SIGKILLed; a device cut off from the broker for 2 minutes (a TCP relay
-between it and the broker is cut); malformed and oversized payloads mixed into good traffic.
+between it and the broker is cut); malformed and oversized payloads mixed into good traffic;
+a sensor process re-imaged mid-run (stopped, its spool deleted, started again); a second
+device account replaying the first device's session id with another patient_ref; one
+device account flooding valid and invalid messages as fast as it can for a few seconds.
 
 Per scenario: `offered` frames; `stored`: frames found in both the archive and the TSDB,
-read back per (device, seq); `lost` = offered - stored; `duplicates`: rows/points beyond one
-per (device, seq); `recovery_s`: from the repair until every frame offered before it is in
+read back per frame identity (device, incarnation, seq), or (device, seq) where a store has
+no incarnation yet; `lost` = offered - stored; `duplicates`: rows/points beyond one per
+identity; `frames_without_verdict`: frames of the scenario's devices (hostile ones included)
+stored in the archive with no stored verdict; `recovery_s`: from the repair until every frame offered before it is in
 both stores and verdicts for newer frames reach the devices again (null: nothing to recover
 from). Also `stored_archive`, `stored_tsdb`, `tsdb_rewrites` (the same point written twice;
 VictoriaMetrics keeps both samples), `tsdb_collisions` (two frames folded into one point),
 `verdicts_missing` (stored frames without a stored verdict), `outage_s` (fault to repaired,
 restart included), `unacked`, `device_reconnects`, `unexpected_restarts` and, for the
-malformed scenario, `injected`, `deadletters_expected`/`deadletters_matched`, `bad_stored`.
+malformed scenario, `injected`, `deadletters_expected`/`deadletters_matched`, `bad_stored`;
+for the re-image `spool_deleted`; for the replay `replay_frames`, `mixed_records` (archive
+frames under the victim's session id from another device or patient_ref, plus one if the
+session row changed owner or woman) and `session_row_hijacked`; for the flood
+`flood_messages`, `flood_frames`, `flood_bad`, `flood_unacked`. `ok`: every scenario has
+lost, duplicates, frames_without_verdict and mixed_records 0.
 `load_avg` is the machine's 1-minute load average at the start (other work skews timings).
 `--duration-scale` scales the outages (1.0: the issue's 60 s and 2 min) and the steady phases.
 """

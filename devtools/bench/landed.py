@@ -1,4 +1,9 @@
-"""What really landed in the stores, per (device, seq): the benches' ground truth for stored/lost/duplicated.
+"""What really landed in the stores, per frame identity: the benches' ground truth for stored/lost/duplicated.
+
+A frame's identity is (device, incarnation, seq) where the store carries the device
+incarnation (a re-imaged device restarts its seqs under a new one), else (device, seq): the
+incarnation column/tag is read when present, so the counts sharpen on their own once the
+bridge stores it.
 
 Two stores are read back independently:
 - the bridge's SQLite archive (`frames` and `verdicts` tables, keyed by device and seq, so a
@@ -24,6 +29,13 @@ if TYPE_CHECKING:
 
 #: The TSDB series holding one sample per stored frame (measurement frame_stats, field seq).
 FRAME_SEQ_SERIES = "frame_stats_seq"
+#: Column (archive) and tag (TSDB) of the device incarnation, where the store has it.
+INCARNATION = "incarnation"
+#: The incarnation of a frame stored without one (before the stores carry it).
+NO_INCARNATION = ""
+
+#: (incarnation, seq): one frame of one device.
+FrameKey = tuple[str, int]
 
 
 @dataclass
@@ -31,7 +43,9 @@ class StoredFrames:
     """Frames of some devices as found in one store: device -> {seq: capture time in ns (ms for the TSDB)}."""
 
     frames: dict[str, dict[int, int]] = field(default_factory=dict)
-    #: Rows/points beyond one per (device, seq).
+    #: device -> {(incarnation, seq): capture time}: the frame identities found.
+    keys: dict[str, dict[FrameKey, int]] = field(default_factory=dict)
+    #: Rows/points beyond one per frame identity.
     duplicates: int = 0
     #: TSDB only: identical points written more than once.
     rewrites: int = 0
@@ -40,6 +54,19 @@ class StoredFrames:
 
     def seqs(self, device_id: str) -> dict[int, int]:
         return self.frames.get(device_id, {})
+
+    def identities(self, device_id: str) -> dict[FrameKey, int]:
+        return self.keys.get(device_id, {})
+
+    def add(self, device_id: str, incarnation: str, seq: int, capture_ns: int) -> bool:
+        """Record one row/point; False (and counted as a duplicate) if its identity was seen already."""
+        keys = self.keys.setdefault(device_id, {})
+        if (incarnation, seq) in keys:
+            self.duplicates += 1
+            return False
+        keys[(incarnation, seq)] = capture_ns
+        self.frames.setdefault(device_id, {})[seq] = capture_ns
+        return True
 
     @property
     def total(self) -> int:
@@ -51,12 +78,18 @@ def _placeholders(n: int) -> str:
 
 
 def _archive_rows(path: Path, columns: str, table: str, devices: list[str]) -> list[tuple[Any, ...]]:
-    """`columns` of `table` rows of `devices`, read-only ([] before the bridge created file or table)."""
+    """`columns` of `table` rows of `devices`, read-only ([] before the bridge created file or table).
+
+    `{incarnation}` in `columns` reads the incarnation column, or NO_INCARNATION where the table has none.
+    """
     if not path.exists() or not devices:
         return []
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
     try:
         conn.execute("PRAGMA busy_timeout=10000")
+        names = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
+        incarnation = INCARNATION if INCARNATION in names else f"'{NO_INCARNATION}'"
+        columns = columns.format(incarnation=incarnation)
         sql = f"SELECT {columns} FROM {table} WHERE device_id IN ({_placeholders(len(devices))})"
         return list(conn.execute(sql, devices).fetchall())
     except sqlite3.OperationalError as exc:
@@ -70,36 +103,34 @@ def _archive_rows(path: Path, columns: str, table: str, devices: list[str]) -> l
 def archive_frames(path: Path, devices: Iterable[str]) -> StoredFrames:
     """Frames of `devices` in the archive (empty before the bridge created it)."""
     wanted = list(devices)
-    out = StoredFrames({d: {} for d in wanted})
-    for device_id, seq, capture_ns in _archive_rows(path, "device_id, seq, capture_ns", "frames", wanted):
-        frames = out.frames.setdefault(str(device_id), {})
-        if int(seq) in frames:
-            out.duplicates += 1
-        frames[int(seq)] = int(capture_ns)
+    out = StoredFrames({d: {} for d in wanted}, {d: {} for d in wanted})
+    columns = "device_id, {incarnation}, seq, capture_ns"
+    for device_id, incarnation, seq, capture_ns in _archive_rows(path, columns, "frames", wanted):
+        out.add(str(device_id), str(incarnation or NO_INCARNATION), int(seq), int(capture_ns))
     return out
 
 
-def archive_verdicts(path: Path, devices: Iterable[str]) -> dict[str, set[int]]:
-    """Sequence numbers with a stored frame verdict, per device."""
+def archive_verdicts(path: Path, devices: Iterable[str]) -> dict[str, set[FrameKey]]:
+    """Frame identities with a stored frame verdict, per device."""
     wanted = list(devices)
-    out: dict[str, set[int]] = {d: set() for d in wanted}
-    for device_id, seq in _archive_rows(path, "device_id, seq", "verdicts", wanted):
-        out.setdefault(str(device_id), set()).add(int(seq))
+    out: dict[str, set[FrameKey]] = {d: set() for d in wanted}
+    for device_id, incarnation, seq in _archive_rows(path, "device_id, {incarnation}, seq", "verdicts", wanted):
+        out.setdefault(str(device_id), set()).add((str(incarnation or NO_INCARNATION), int(seq)))
     return out
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
-    try:
-        rows = conn.execute(
-            f"SELECT device_id, seq FROM verdicts WHERE device_id IN ({_placeholders(len(wanted))})", wanted
-        ).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return out
-        raise
-    finally:
-        conn.close()
-    for device_id, seq in rows:
-        out.setdefault(str(device_id), set()).add(int(seq))
-    return out
+
+
+def without_verdict(frames: StoredFrames, verdicts: dict[str, set[FrameKey]]) -> int:
+    """Frames stored in the archive with no stored verdict.
+
+    Where the verdicts carry no incarnation but the frames do, a verdict matches by seq alone
+    (the table cannot say which incarnation it was for).
+    """
+    missing = 0
+    for device, keys in frames.keys.items():
+        have = verdicts.get(device, set())
+        by_seq = {seq for inc, seq in have if inc == NO_INCARNATION}
+        missing += sum(1 for key in keys if key not in have and key[1] not in by_seq)
+    return missing
 
 
 def tsdb_frames(tsdb: LocalVictoriaMetrics, devices: Iterable[str]) -> StoredFrames:
@@ -107,7 +138,7 @@ def tsdb_frames(tsdb: LocalVictoriaMetrics, devices: Iterable[str]) -> StoredFra
     from contract.ids import validate_device_id
 
     wanted = [validate_device_id(d) for d in devices]  # [a-z0-9-]: nothing to escape in the regex
-    out = StoredFrames({d: {} for d in wanted})
+    out = StoredFrames({d: {} for d in wanted}, {d: {} for d in wanted})
     if not wanted:
         return out
     pattern = "|".join(wanted)
@@ -124,11 +155,8 @@ def tsdb_frames(tsdb: LocalVictoriaMetrics, devices: Iterable[str]) -> StoredFra
                 continue
             points[key] = int(value)
             device = series.labels.get("device_id", "")
-            frames = out.frames.setdefault(device, {})
-            if int(value) in frames:
-                out.duplicates += 1  # a second distinct point for the same frame
-            else:
-                frames[int(value)] = ts * 1_000_000
+            incarnation = series.labels.get(INCARNATION, NO_INCARNATION)
+            out.add(device, incarnation, int(value), ts * 1_000_000)  # a second distinct point: a duplicate
     return out
 
 
