@@ -205,7 +205,7 @@ def nothing_hostile_stored(stack: LocalStack, exp: Expected) -> None:
     with Archive(stack.archive_path) as archive:
         db = archive.connection
         for table in ("frames", "verdicts"):
-            rows = {(str(d), int(s)) for d, s in db.execute(f"SELECT device_id, seq FROM {table}")}  # noqa: S608
+            rows = {(str(d), int(s)) for d, s in db.execute(f"SELECT device_id, seq FROM {table}")}
             assert rows <= exp.frames, f"{table} holds rows nobody honest sent: {sorted(rows - exp.frames)[:5]}"
         sessions = {str(s): str(d) for s, d in db.execute("SELECT session_id, device_id FROM sessions")}
         assert sessions == exp.sessions, "sessions were added or re-assigned by hostile messages"
@@ -260,3 +260,108 @@ def test_bridge_restart_with_hostile_messages_retained_and_queued(
     hostile_stack.restart(BRIDGE, kill=True)  # the retained ones come back once more
     send(devices, expected, honest_traffic(devices, expected))
     settle(hostile_stack, expected)
+
+
+# --- well-formed messages that name another device's session --------------------------------
+
+EVIL = HOSTILE_DEVICES[0]
+
+
+def _hijack(kind: str, devs: Devices, sid: str) -> Publication:
+    """A message of `EVIL` that is valid in itself and names its own device, but `sid` is not its session."""
+    if kind == "rfid_end":
+        return rfid_pub(EVIL, sid, end=True, devs=devs)
+    if kind == "rfid_start":
+        return rfid_pub(EVIL, sid, end=False, devs=devs)
+    return Publication(EVIL, t.frame_topic(EVIL), good_frame(EVIL, next(devs.seq), sid))
+
+
+def _hijack_letters(stack: LocalStack, pub: Publication) -> tuple[int, int]:
+    """(dead-letter rows, published DeadLetters) of the bridge for exactly this publication."""
+    rows = dead_rows(stack)[(pub.topic, pub.payload[:DEAD_PAYLOAD_BYTES])]
+    letters = sum(
+        n
+        for (topic, size, sample), n in published_letters(stack).items()
+        if topic == pub.topic and size == len(pub.payload) and pub.payload.startswith(sample)
+    )
+    return rows, letters
+
+
+def _session_frames(stack: LocalStack, sid: str) -> list[str]:
+    """[] once the session has its verdict over exactly its own frames; else what is wrong."""
+    with Archive(stack.archive_path) as archive:
+        record = archive.session(sid)
+    if record is None or record.frames is None:
+        return [f"session {sid} has no verdict yet"]
+    return [] if record.frames == FRAMES_PER_SESSION else [f"session verdict over {record.frames} frames"]
+
+
+def _wait(check: Callable[[], list[str]], timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    problems = check()
+    while problems and time.monotonic() < deadline:
+        time.sleep(0.5)
+        problems = check()
+    return problems
+
+
+#: Found by this suite: the bridge's ownership check (`cloud_bridge.channels._device_owns`) compares
+#: only the payload's device id with the topic's, never whose session a session id is.
+_NOT_DEAD_LETTERED = (
+    "defect: a well-formed rfid {event} from evil-1 naming good-1's open session is accepted at intake "
+    "(no dead-letter row, no DeadLetter; _device_owns checks only device_id, not the session's owner); "
+    "the archive keeps good-1's session record intact"
+)
+_FRAME_MIXED = (
+    "defect: a valid frame of evil-1 carrying good-1's session id is accepted and archived under that "
+    "session (frames.session_id = good-1's), mixing a hostile frame into good-1's screening; no dead letter"
+)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(
+            "rfid_end", marks=pytest.mark.xfail(strict=True, reason=_NOT_DEAD_LETTERED.format(event="session_end"))
+        ),
+        pytest.param(
+            "rfid_start", marks=pytest.mark.xfail(strict=True, reason=_NOT_DEAD_LETTERED.format(event="session_start"))
+        ),
+        pytest.param("frame", marks=pytest.mark.xfail(strict=True, reason=_FRAME_MIXED)),
+    ],
+)
+def test_another_devices_session_id_is_dead_lettered(
+    hostile_stack: LocalStack, devices: Devices, expected: Expected, kind: str
+) -> None:
+    """An honest session in progress; a hostile device sends a valid message claiming that session.
+
+    Last in the module: where the defect lets the message in, it pollutes the archive, so this
+    test checks only its own publication and the victim's session, not the module's totals.
+    """
+    victim, sid = GOOD_DEVICES[0], new_session_id()
+    expected.sessions[sid] = victim
+    honest = [rfid_pub(victim, sid, end=False, devs=devices)]
+    for _ in range(FRAMES_PER_SESSION):
+        seq = next(devices.seq)
+        expected.frames.add((victim, seq))
+        honest.append(Publication(victim, t.frame_topic(victim), good_frame(victim, seq, sid)))
+    send(devices, expected, honest)
+    attack = _hijack(kind, devices, sid)
+    devices.publish(attack)
+    send(devices, expected, [rfid_pub(victim, sid, end=True, devs=devices)])
+    assert not _wait(lambda: missing_stored(hostile_stack, expected), WAIT_S)
+    hostile_stack.check_alive()
+    with Archive(hostile_stack.archive_path) as archive:
+        record = archive.session(sid)
+        foreign = archive.connection.execute(
+            "SELECT COUNT(*) FROM frames WHERE session_id = ? AND device_id != ?", (sid, victim)
+        ).fetchone()[0]
+    assert record is not None and record.device_id == victim, f"session re-assigned: {record}"
+    assert record.end_reason == "card" and record.frames_reported == FRAMES_PER_SESSION, f"session altered: {record}"
+    verdict = _wait(lambda: _session_frames(hostile_stack, sid), 10.0)
+    assert not verdict, verdict
+    assert foreign == 0, f"{foreign} frames of another device archived under {victim}'s session"
+    rows, letters = _hijack_letters(hostile_stack, attack)
+    assert rows >= 1 and letters >= 1, (
+        f"{kind} naming another device's session: {rows} dead-letter rows, {letters} DeadLetters"
+    )
