@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 
 from cloud_bridge.archive import Archive
 from cloud_bridge.durable_queue import DEAD_PAYLOAD_BYTES
@@ -34,7 +33,7 @@ from tests.hostile.traffic import (
     HOSTILE_DEVICES,
     Publication,
     good_frame,
-    hostile,
+    hostile_mix,
     rfid_sample,
     status_sample,
 )
@@ -48,7 +47,7 @@ HOSTILE_PAUSE_S = 0.03
 #: A fixed honest session the hostile generators aim at (its id in hostile payloads).
 VICTIM_SESSION = new_session_id()
 HYPOTHESIS = settings(
-    max_examples=2,
+    max_examples=3,
     deadline=None,
     database=None,
     phases=[Phase.generate],  # no shrinking against a live stack
@@ -231,7 +230,7 @@ def settle(stack: LocalStack, exp: Expected) -> None:
 # --- the tests ------------------------------------------------------------------------------
 
 
-@given(bad=st.lists(hostile(VICTIM_SESSION), min_size=15, max_size=20))
+@given(bad=hostile_mix(VICTIM_SESSION, per_kind=5))
 @HYPOTHESIS
 def test_hostile_traffic_is_dead_lettered_and_valid_traffic_stored(
     hostile_stack: LocalStack, devices: Devices, expected: Expected, bad: list[Publication]
@@ -244,7 +243,7 @@ def _retained(pubs: list[Publication], keep: Callable[[int], bool]) -> list[Publ
     return [Publication(p.sender, p.topic, p.payload, retain=keep(i)) for i, p in enumerate(pubs)]
 
 
-@given(bad=st.lists(hostile(VICTIM_SESSION), min_size=12, max_size=16))
+@given(bad=hostile_mix(VICTIM_SESSION, per_kind=4))
 @settings(HYPOTHESIS, max_examples=1)
 def test_bridge_restart_with_hostile_messages_retained_and_queued(
     hostile_stack: LocalStack, devices: Devices, expected: Expected, bad: list[Publication]

@@ -146,12 +146,15 @@ def _mutated_json(draw: st.DrawFn, message: Any, victim_values: dict[str, str]) 
     return _render(pairs)
 
 
+#: What a hostile device account sends: mutated frames, valid frames of another device, rfid, status.
+KINDS = ("frame", "foreign_frame", "rfid", "status")
+
+
 @st.composite
-def hostile_publications(draw: st.DrawFn, victim_session: str) -> Publication:
-    """A message one hostile device account may send, which the system must dead-letter."""
+def hostile_publications(draw: st.DrawFn, victim_session: str, kind: str) -> Publication:
+    """A message of `kind` one hostile device account may send (maybe one the contract accepts)."""
     sender = draw(st.sampled_from(HOSTILE_DEVICES))
     victim = {"device_id": json.dumps(GOOD_DEVICES[0]), "session_id": json.dumps(victim_session)}
-    kind = draw(st.sampled_from(["frame", "frame", "foreign_frame", "rfid", "status"]))
     if kind == "frame":
         return Publication(sender, t.frame_topic(sender), draw(hostile_frames()))
     if kind == "foreign_frame":  # a perfectly valid frame, but of another device
@@ -164,6 +167,24 @@ def hostile_publications(draw: st.DrawFn, victim_session: str) -> Publication:
     return Publication(sender, t.status_topic(sender), _mutated_json(draw, sample_status, victim))
 
 
-def hostile(victim_session: str) -> st.SearchStrategy[Publication]:
+def hostile(victim_session: str, kind: str) -> st.SearchStrategy[Publication]:
     """Only the hostile ones: a mutation that happens to stay valid is not what this suite tests."""
-    return hostile_publications(victim_session).filter(must_be_rejected)
+    return hostile_publications(victim_session, kind).filter(must_be_rejected)
+
+
+@st.composite
+def hostile_mix(draw: st.DrawFn, victim_session: str, per_kind: int) -> list[Publication]:
+    """`per_kind` distinct hostile messages of every kind, in a drawn order.
+
+    Why not one list of random kinds: hypothesis starts from its simplest example, which would
+    be all frames; this way every run covers every kind.
+    """
+    pubs: list[Publication] = []
+    for kind in KINDS:
+        unique = st.lists(hostile(victim_session, kind), min_size=per_kind, max_size=per_kind, unique_by=_key)
+        pubs += draw(unique)
+    return draw(st.permutations(pubs))
+
+
+def _key(pub: Publication) -> tuple[str, bytes]:
+    return pub.topic, pub.payload
