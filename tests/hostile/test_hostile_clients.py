@@ -6,6 +6,10 @@ processes; hypothesis generates hostile variants of everything a device account 
 message is stored (archive; VictoriaMetrics for status), every hostile one is dead-lettered with
 a reason (the queue's dead-letter table and a published DeadLetter), no component dies, and the
 same holds after the bridge restarts with hostile messages retained or queued for it.
+
+Well-formed messages that name another device's session (`test_another_devices_session_id_*`)
+are accepted today: those cases are xfail(strict=True) with the defect in the reason, to be
+flipped when the bridge checks session ownership. Runtime: about 10 s with one stack.
 """
 
 from __future__ import annotations
