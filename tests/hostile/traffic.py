@@ -86,7 +86,7 @@ def good_frame(device_id: str, seq: int, session_id: str | None) -> bytes:
         np.full((24, 32), 33.0),
         device_id=device_id,
         seq=seq,
-        capture_ns=1_700_000_000_000_000_000 + seq,
+        capture_ns=1_700_000_000_000_000_000 + seq % 1_000_000_000,
         session_id=session_id,
         patient_ref=GOOD_REF if session_id else None,
     )
