@@ -26,6 +26,7 @@ SERVER_FIXTURES = frozenset(
         "browser",
         "local_servers",
         "bench_servers",
+        "hostile_stack",
     }
 )
 
