@@ -375,8 +375,9 @@ class Archive:
     def put_session_start(self, *, session_id: str, device_id: str, patient_ref: str, started_ns: int) -> None:
         self._conn.execute(
             "INSERT INTO sessions (session_id, device_id, patient_ref, started_ns) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (session_id) DO UPDATE SET started_ns = excluded.started_ns, "
-            "device_id = excluded.device_id, patient_ref = excluded.patient_ref",
+            "ON CONFLICT (session_id) DO UPDATE SET started_ns = excluded.started_ns "
+            # A session is never handed to another device or patient (intake refuses that too).
+            "WHERE sessions.device_id = excluded.device_id AND sessions.patient_ref IS excluded.patient_ref",
             (session_id, device_id, patient_ref, started_ns),
         )
 

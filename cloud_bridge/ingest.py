@@ -21,9 +21,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from cloud_bridge.channels import decode_item
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DeadItem, DurableQueue, NewItem
 from cloud_bridge.intake import Accepted, Rejected, RejectReason, classify
+from cloud_bridge.provenance import Provenance, Refused
 from contract.messages import DeadLetter
 from transport.connection import Message
 
@@ -57,8 +59,10 @@ class Ingest:
         publish_deadletter: PublishDeadLetter,
         max_inbox: int = 20_000,
         decoded: DecodedCache | None = None,
+        provenance: Provenance | None = None,
     ) -> None:
         self._queue = queue
+        self._provenance = provenance
         self._component = component
         self._batch = batch
         self._max_inbox = max_inbox
@@ -123,6 +127,8 @@ class Ingest:
             if not batch:
                 if self._stop.is_set():
                     return
+                if self._provenance is not None and self._provenance.held:
+                    self._process([])  # held verdicts may have timed out
                 continue
             self._process(batch)
 
@@ -175,10 +181,14 @@ class Ingest:
             result = self._classify(message)
             if isinstance(result, Accepted):
                 source = source_of(message.topic)
-                items.append(NewItem(result.kind.value, message.topic, message.payload, now, source))
-                if self._decoded is not None:  # the sinks reuse what validation decoded
-                    self._decoded.put(result.kind.value, message.payload, result.decoded)
-                continue
+                item = NewItem(result.kind.value, message.topic, message.payload, now, source)
+                refused = self._admit(result, item, items, dead)
+                if refused is not None:
+                    result = Rejected(refused.detail, result.device_id, category=refused.reason)
+                else:
+                    if self._decoded is not None:  # the sinks reuse what validation decoded
+                        self._decoded.put(result.kind.value, message.payload, result.decoded)
+                    continue
             keep = self._within_letter_budget(source_of(message.topic), now)
             dead.append(
                 DeadItem(
@@ -201,10 +211,15 @@ class Ingest:
             else:
                 silent += 1
                 log.warning("ignored a malformed message on %s: %s", message.topic, result.reason)
+        if self._provenance is not None:
+            for late in self._provenance.expired(now):
+                dead.append(_refused_item(Refused(_NO_FRAME, "its frame did not arrive in time"), late))
+            self._provenance.forget_old(now)
+        state = self._provenance.take_writes() if self._provenance is not None else None
         failures = 0
         while True:
             try:
-                dropped = self._queue.append(items, dead)
+                dropped = self._queue.append(items, dead, state)
                 break
             except Exception as exc:
                 # Nothing is acknowledged: keep retrying (the broker still holds every message).
@@ -219,9 +234,37 @@ class Ingest:
                 log.exception("publishing a dead letter for %s failed", letter.topic)
         for message in batch:
             message.ack()
+        if not batch:
+            return
         with self._lock:
             self.received += len(batch)
             self.queued += len(items) - dropped
             self.dropped += dropped
             self.deadletters += len(letters)
             self.rejected_silently += silent
+
+    def _admit(self, accepted: Accepted, item: NewItem, items: list[NewItem], dead: list[DeadItem]) -> Refused | None:
+        """Apply the provenance rules: queue `item` (and verdicts its frame released), hold it, or refuse it."""
+        if self._provenance is None:
+            items.append(item)
+            return None
+        decision = self._provenance.decide(item.kind, accepted.decoded, item)
+        if decision.refused is not None:
+            return decision.refused
+        if not decision.held:
+            items.append(item)
+        for released in decision.released:
+            verdict = decode_item(released.kind, released.payload)
+            refused = self._provenance.check_released(verdict)  # type: ignore[arg-type]
+            if refused is None:
+                items.append(released)
+            else:
+                dead.append(_refused_item(refused, released))
+        return None
+
+
+_NO_FRAME = RejectReason.VERDICT_NO_FRAME
+
+
+def _refused_item(refused: Refused, item: NewItem) -> DeadItem:
+    return DeadItem(INTAKE_STAGE, refused.reason.value, refused.detail, item.topic, item.payload, item.received_ns)

@@ -20,6 +20,7 @@ from cloud_bridge.config import BridgeConfig, SinkRetry
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DurableQueue, SourceQuota
 from cloud_bridge.ingest import Ingest
+from cloud_bridge.provenance import Provenance
 from cloud_bridge.session_verdicts import STAGE_NAME, PendingSessionVerdicts
 from cloud_bridge.sink import Backoff, Sink, SinkWorker
 from cloud_bridge.verdict_publisher import SessionVerdictPublisher
@@ -157,6 +158,17 @@ class Bridge:
                 linger_s=retry.linger_ms / 1000.0,
             ).start()
         self.sessions.start()
+        prov = cfg.provenance
+        queue = self.queue
+        provenance = queue.with_writer(
+            lambda conn: Provenance(
+                conn,
+                approved_models=frozenset(prov.approved_models),
+                hold_s=prov.hold_s,
+                max_held=prov.max_held,
+                frame_memory_s=prov.frame_memory_s,
+            )
+        )
         self.ingest = Ingest(
             self.queue,
             component=self.node_id,
@@ -164,6 +176,7 @@ class Bridge:
             max_inbox=cfg.queue.max_inbox,
             publish_deadletter=self._deadletter,
             decoded=decoded,
+            provenance=provenance,
         ).start()
         # Handlers before connecting: a persistent session gets its queued messages right
         # after CONNACK, before any SUBSCRIBE of this connection.
