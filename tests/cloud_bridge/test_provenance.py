@@ -1,0 +1,111 @@
+"""Record integrity (issue 12.3, 12.4) against a real Mosquitto and the bridge: session ownership
+survives a restart, and only verdicts with provenance are stored."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from cloud_bridge.archive import Archive
+from cloud_bridge.service import Bridge
+from contract.frame import encode_frame
+from contract.messages import encode_message
+from contract.topics import frame_topic, rfid_topic, verdict_topic
+from devtools.local_mosquitto import LocalMosquitto
+from devtools.synthetic_stream import make_session
+from tests.cloud_bridge.helpers import bridge_config, publish_all, wait_until
+from tests.mqtt_helpers import connect
+
+
+def test_a_session_cannot_be_taken_over_by_another_device_or_patient_even_after_a_restart(
+    mosquitto: LocalMosquitto, bridge_dir: Path
+) -> None:
+    config = bridge_config(bridge_dir, mosquitto.url)
+    owner = make_session("own-a", 2, seed=1)
+    thief = make_session("own-b", 1, seed=2)
+    hijack = thief.start.model_copy(update={"session_id": owner.session_id})
+    other_patient = owner.start.model_copy(update={"patient_ref": thief.patient_ref})
+    stray_frame = dataclasses.replace(thief.frames[0], session_id=owner.session_id)
+    publisher = connect(mosquitto.url)
+    bridge = Bridge(config).start()
+    try:
+        publish_all(publisher, owner.ordered_messages(with_end=False))
+        publish_all(
+            publisher,
+            [
+                (rfid_topic("own-b"), encode_message(hijack)),
+                (rfid_topic("own-a"), encode_message(other_patient)),
+                (frame_topic("own-b"), encode_frame(stray_frame)),
+            ],
+        )
+        wait_until(lambda: bridge.summary().dead_letters, lambda d: sum(d.values()) >= 3, 15.0, "dead letters")
+        assert bridge.wait_idle(20.0)
+    finally:
+        bridge.stop()
+    bridge = Bridge(config).start()  # ownership is persisted: a restart does not forget it
+    try:
+        publish_all(publisher, [(rfid_topic("own-b"), encode_message(hijack))])
+        dead = wait_until(
+            lambda: bridge.summary().dead_letters,
+            lambda d: d.get("intake/session-owner", 0) >= 4,
+            15.0,
+            "the hijack after a restart refused",
+        )
+        assert bridge.wait_idle(20.0)
+    finally:
+        bridge.stop()
+        publisher.stop()
+    assert dead["intake/session-owner"] == 4
+    with Archive(config.archive.path) as archive:
+        record = archive.session(owner.session_id)
+        assert record is not None
+        assert (record.device_id, record.patient_ref) == ("own-a", owner.patient_ref)
+        assert record.started_ns == owner.start.ts_ns
+        assert len(archive.frames(owner.session_id)) == 2  # the stray frame is not among them
+
+
+def test_only_verdicts_with_provenance_are_stored_and_early_ones_wait_for_their_frame(
+    mosquitto: LocalMosquitto, bridge_dir: Path
+) -> None:
+    config = bridge_config(bridge_dir, mosquitto.url)
+    s = make_session("prov-a", 3, seed=3)
+    v0, v1, v2 = s.verdicts
+    forged = [
+        v0.model_copy(update={"seq": 999}),  # no such frame: held, then refused
+        v1.model_copy(update={"flagged": not v1.flagged}),  # flagged contradicts the probability
+        v1.model_copy(update={"model_version": "rogue-model-1"}),  # not approved here
+        v1.model_copy(
+            update={"patient_ref": make_session("prov-b", 1, seed=4).patient_ref}
+        ),  # another patient than the frame's
+    ]
+    publisher = connect(mosquitto.url)
+    bridge = Bridge(config).start()
+    try:
+        publish_all(publisher, [(rfid_topic("prov-a"), encode_message(s.start))])
+        # v2 arrives before its frame: it must wait, not be dropped.
+        publish_all(publisher, [(verdict_topic("prov-a"), encode_message(v2))])
+        publish_all(publisher, [(frame_topic("prov-a"), encode_frame(f)) for f in s.frames])
+        publish_all(publisher, [(verdict_topic("prov-a"), encode_message(v)) for v in (v0, v1, *forged)])
+        publish_all(publisher, [(verdict_topic("prov-a"), encode_message(v0))])  # a second verdict for frame 0
+        dead = wait_until(
+            lambda: bridge.summary().dead_letters,
+            lambda d: sum(d.values()) >= 5,
+            config.provenance.hold_s + 15.0,
+            "every forged verdict refused",
+        )
+        assert bridge.wait_idle(20.0)
+    finally:
+        bridge.stop()
+        publisher.stop()
+    assert dead == {
+        "intake/verdict-no-frame": 1,
+        "intake/verdict-flagged": 1,
+        "intake/verdict-model": 1,
+        "intake/verdict-mismatch": 1,
+        "intake/verdict-duplicate": 1,
+    }
+    with Archive(config.archive.path) as archive:
+        stored = archive.verdicts(s.session_id)
+    assert [(v.seq, v.flagged, v.patient_ref, v.model_version) for v in stored] == [
+        (v.seq, v.flagged, v.patient_ref, v.model_version) for v in (v0, v1, v2)
+    ]
