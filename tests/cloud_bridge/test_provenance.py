@@ -23,9 +23,10 @@ def test_a_session_cannot_be_taken_over_by_another_device_or_patient_even_after_
     config = bridge_config(bridge_dir, mosquitto.url)
     owner = make_session("own-a", 2, seed=1)
     thief = make_session("own-b", 1, seed=2)
-    hijack = thief.start.model_copy(update={"session_id": owner.session_id})
+    # The same patient card on another device: only the device differs.
+    hijack = thief.start.model_copy(update={"session_id": owner.session_id, "patient_ref": owner.patient_ref})
     other_patient = owner.start.model_copy(update={"patient_ref": thief.patient_ref})
-    stray_frame = dataclasses.replace(thief.frames[0], session_id=owner.session_id)
+    stray_frame = dataclasses.replace(thief.frames[0], session_id=owner.session_id, patient_ref=owner.patient_ref)
     publisher = connect(mosquitto.url)
     bridge = Bridge(config).start()
     try:
