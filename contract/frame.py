@@ -1,11 +1,12 @@
-"""The binary thermal frame of contract v1.
+"""The binary thermal frame (format version 2; version 1 still decodes).
 
 Layout (all little-endian)::
 
     magic        3s   b"TSF"
-    version      u8   1
+    version      u8   2
     id_len       u8   length of the device id (1..32)
     device_id    id_len bytes, ASCII [a-z0-9-]
+    incarnation  8s   the device's incarnation (64 bits; new with every new spool)   [version 2 only]
     seq          u64  per-device sequence number (duplicates keep theirs), at most 2^63-1
     capture_ns   i64  capture time, ns since the Unix epoch, not negative
     flags        u8   bit 0: session present, bit 1: patient_ref present
@@ -16,7 +17,12 @@ Layout (all little-endian)::
     ambient      i16  centi-degrees C
     pixels       rows*cols x i16, centi-degrees C, row-major
 
-A 24x32 frame with a 10-character device id is 1,597 bytes.
+A 24x32 frame with a 10-character device id is 1,605 bytes (1,597 in version 1).
+
+Why the incarnation: a re-imaged device starts its seq at 0 again, so (device, seq) alone would
+let a second patient's frames collide with the first's. A version-1 frame (no incarnation field)
+decodes with `LEGACY_INCARNATION`: its seq numbers are only unique until that device's spool is
+replaced. The encoder always writes version 2.
 """
 
 from __future__ import annotations
@@ -30,7 +36,15 @@ import numpy as np
 import numpy.typing as npt
 
 from contract.errors import ContractError
-from contract.ids import INT64_MAX, validate_device_id, validate_patient_ref, validate_session_id
+from contract.ids import (
+    INCARNATION_BYTES,
+    INT64_MAX,
+    LEGACY_INCARNATION,
+    validate_device_id,
+    validate_incarnation,
+    validate_patient_ref,
+    validate_session_id,
+)
 from contract.sensor import (
     CENTI_PER_C,
     MAX_AMBIENT_C,
@@ -44,6 +58,8 @@ from contract.sensor import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "LEGACY_FORMAT_VERSION",
+    "LEGACY_INCARNATION",
     "MAGIC",
     "MAX_AMBIENT_CENTI",
     "MAX_CAPTURE_NS",
@@ -60,7 +76,9 @@ __all__ = [
 ]
 
 MAGIC = b"TSF"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The format before incarnations; still decoded, with `LEGACY_INCARNATION`.
+LEGACY_FORMAT_VERSION = 1
 MAX_DIM = 128
 FLAG_SESSION = 0x01
 FLAG_PATIENT = 0x02
@@ -72,6 +90,7 @@ MLX90640_SHAPE = MLX_SHAPE
 
 _AMBIENT_RANGE = f"{MIN_AMBIENT_C:.0f}..{MAX_AMBIENT_C:.0f} C"
 _PREFIX = struct.Struct("<3sBB")
+_INCARNATION = struct.Struct(f"<{INCARNATION_BYTES}s")
 _FIXED = struct.Struct("<Qq B 16s 8s B BB h".replace(" ", ""))
 
 
@@ -100,6 +119,7 @@ class Frame:
     sensor: SensorKind = SensorKind.SYNTHETIC
     session_id: str | None = None
     patient_ref: str | None = None
+    incarnation: str = LEGACY_INCARNATION
 
     @classmethod
     def from_celsius(
@@ -113,6 +133,7 @@ class Frame:
         sensor: SensorKind = SensorKind.SYNTHETIC,
         session_id: str | None = None,
         patient_ref: str | None = None,
+        incarnation: str = LEGACY_INCARNATION,
     ) -> Frame:
         """Build a frame from degrees Celsius, rejecting NaN, infinities and out-of-range values."""
         arr = np.asarray(temperatures_c, dtype=np.float64)
@@ -130,6 +151,7 @@ class Frame:
             sensor=sensor,
             session_id=session_id,
             patient_ref=patient_ref,
+            incarnation=incarnation,
         )
 
     @property
@@ -146,6 +168,7 @@ class Frame:
             return NotImplemented
         return (
             self.device_id == other.device_id
+            and self.incarnation == other.incarnation
             and self.seq == other.seq
             and self.capture_ns == other.capture_ns
             and round(self.ambient_c * CENTI_PER_C) == round(other.ambient_c * CENTI_PER_C)
@@ -193,6 +216,7 @@ def _ambient_centi(ambient_c: float) -> int:
 def encode_frame(frame: Frame) -> bytes:
     """Serialise a frame; raises ContractError if any field breaks the contract."""
     device = validate_device_id(frame.device_id).encode("ascii")
+    incarnation = bytes.fromhex(validate_incarnation(frame.incarnation))
     if not _is_int(frame.seq) or not 0 <= frame.seq <= MAX_SEQ:
         raise ContractError(f"sequence number {frame.seq!r} outside 0..2^63-1")
     if not _is_int(frame.capture_ns) or not 0 <= frame.capture_ns <= MAX_CAPTURE_NS:
@@ -220,6 +244,7 @@ def encode_frame(frame: Frame) -> bytes:
         (
             _PREFIX.pack(MAGIC, FORMAT_VERSION, len(device)),
             device,
+            _INCARNATION.pack(incarnation),
             _FIXED.pack(frame.seq, frame.capture_ns, flags, session, patient, sensor, rows, cols, ambient),
             centi.astype("<i2", copy=False).tobytes(),
         )
@@ -236,11 +261,16 @@ def decode_frame(payload: bytes) -> Frame:
     magic, version, id_len = _PREFIX.unpack_from(data, 0)
     if magic != MAGIC:
         raise ContractError(f"not a thermoscreen frame: magic {magic!r}, expected {MAGIC!r}")
-    if version != FORMAT_VERSION:
-        raise ContractError(f"unsupported frame format version {version}, this decoder reads {FORMAT_VERSION}")
+    if version not in (FORMAT_VERSION, LEGACY_FORMAT_VERSION):
+        raise ContractError(
+            f"unsupported frame format version {version}, this decoder reads "
+            f"{LEGACY_FORMAT_VERSION} and {FORMAT_VERSION}"
+        )
     if not 1 <= id_len <= 32:
         raise ContractError(f"device id length {id_len} outside 1..32")
-    header_len = _PREFIX.size + id_len + _FIXED.size
+    incarnation_len = _INCARNATION.size if version == FORMAT_VERSION else 0
+    fixed_at = _PREFIX.size + id_len + incarnation_len
+    header_len = fixed_at + _FIXED.size
     if len(data) < header_len:
         raise ContractError(f"frame truncated: {len(data)} bytes, header needs {header_len}")
     try:
@@ -248,9 +278,10 @@ def decode_frame(payload: bytes) -> Frame:
     except UnicodeDecodeError:
         raise ContractError("device id is not ASCII") from None
     validate_device_id(device_id)
-    seq, capture_ns, flags, session, patient, sensor, rows, cols, ambient = _FIXED.unpack_from(
-        data, _PREFIX.size + id_len
-    )
+    incarnation = LEGACY_INCARNATION
+    if incarnation_len:
+        incarnation = _INCARNATION.unpack_from(data, _PREFIX.size + id_len)[0].hex()
+    seq, capture_ns, flags, session, patient, sensor, rows, cols, ambient = _FIXED.unpack_from(data, fixed_at)
     if seq > MAX_SEQ:
         raise ContractError(f"sequence number {seq} outside 0..2^63-1")
     if capture_ns < 0:
@@ -289,4 +320,5 @@ def decode_frame(payload: bytes) -> Frame:
         sensor=sensor_kind,
         session_id=session_id,
         patient_ref=patient_ref,
+        incarnation=incarnation,
     )

@@ -1,4 +1,4 @@
-"""Identifiers on the wire: device and node ids, session ids, patient pseudonyms.
+"""Identifiers on the wire: device and node ids, device incarnations, session ids, patient pseudonyms.
 
 Patients are never named on the wire. A card UID is turned into `patient_ref`, a keyed hash
 (HMAC-SHA256 with the site key) truncated to 64 bits, on the device itself.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 import uuid
 
 from contract.errors import ContractError
@@ -16,6 +17,14 @@ from contract.errors import ContractError
 ID_PATTERN = re.compile(r"[a-z0-9-]{1,32}")
 SESSION_PATTERN = re.compile(r"[0-9a-f]{32}")
 PATIENT_REF_PATTERN = re.compile(r"[0-9a-f]{16}")
+#: A device incarnation: 64 random bits as 16 lowercase hex digits (text, so that no store has to
+#: hold an unsigned 64-bit integer). A device gets a new one whenever its spool is created, i.e.
+#: whenever its sequence numbers start again at 0; (device, incarnation, seq) names a frame for good.
+INCARNATION_PATTERN = re.compile(r"[0-9a-f]{16}")
+INCARNATION_BYTES = 8
+#: The incarnation of a device from before incarnations (frame format 1, messages v1): its seq
+#: numbers are only unique until its spool is replaced. `new_incarnation` never returns it.
+LEGACY_INCARNATION = "0" * (2 * INCARNATION_BYTES)
 #: Topic levels that sit where a device id would and so cannot be device ids.
 RESERVED_DEVICE_IDS = frozenset({"nodes", "deadletter", "admin"})
 PATIENT_REF_HEX_CHARS = 16
@@ -53,6 +62,21 @@ def validate_patient_ref(patient_ref: str) -> str:
     if not isinstance(patient_ref, str) or not PATIENT_REF_PATTERN.fullmatch(patient_ref):
         raise ContractError(f"invalid patient_ref {patient_ref!r}: expected 16 lowercase hex digits")
     return patient_ref
+
+
+def validate_incarnation(incarnation: str) -> str:
+    """Incarnations are 16 lowercase hex digits (64 bits); the legacy all-zero value is valid."""
+    if not isinstance(incarnation, str) or not INCARNATION_PATTERN.fullmatch(incarnation):
+        raise ContractError(f"invalid incarnation {incarnation!r}: expected 16 lowercase hex digits")
+    return incarnation
+
+
+def new_incarnation() -> str:
+    """A fresh random incarnation, never the legacy value (which would claim "from before incarnations")."""
+    while True:
+        incarnation = secrets.token_hex(INCARNATION_BYTES)
+        if incarnation != LEGACY_INCARNATION:
+            return incarnation
 
 
 def new_session_id() -> str:

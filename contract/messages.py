@@ -1,4 +1,8 @@
-"""The JSON messages of contract v1. Each carries `v` (the message version) and rejects unknown keys.
+"""The JSON messages of the contract. Each carries `v` (the message version) and rejects unknown keys.
+
+Version 2 adds `incarnation` to what a device sends (`RfidEvent`, `DeviceStatus`) and to what
+names a device's frames (`Verdict`, `SessionVerdict`). A version-1 message still decodes; it has no
+incarnation, and reads as `LEGACY_INCARNATION` (a device from before incarnations).
 
 Every field is bounded, because every field ends up in a store: integers that get stored fit a
 signed 64-bit column (SQLite, InfluxDB), counts are not negative, strings have a maximum length
@@ -14,20 +18,24 @@ import json
 import math
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from contract.errors import ContractError
 from contract.ids import (
     INT64_MAX,
+    LEGACY_INCARNATION,
     validate_device_id,
+    validate_incarnation,
     validate_node_id,
     validate_patient_ref,
     validate_session_id,
 )
 
-MESSAGE_VERSION = 1
+MESSAGE_VERSION: Final = 2
+#: Message versions this decoder reads: 1 (before incarnations) and the current one.
+READABLE_MESSAGE_VERSIONS = (1, MESSAGE_VERSION)
 #: Dead letters carry at most this many bytes of the rejected payload (base64).
 DEADLETTER_SAMPLE_BYTES = 2048
 #: JSON messages above this size are rejected before parsing.
@@ -52,6 +60,7 @@ DeviceId = Annotated[str, AfterValidator(validate_device_id)]
 NodeId = Annotated[str, AfterValidator(validate_node_id)]
 SessionId = Annotated[str, AfterValidator(validate_session_id)]
 PatientRef = Annotated[str, AfterValidator(validate_patient_ref)]
+Incarnation = Annotated[str, AfterValidator(validate_incarnation)]
 TimestampNs = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Seq = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
@@ -67,7 +76,7 @@ def _text(max_length: int, min_length: int = 0) -> Any:
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    v: Literal[1] = 1
+    v: Literal[1, 2] = MESSAGE_VERSION
 
 
 class DeviceState(StrEnum):
@@ -85,6 +94,7 @@ class DeviceStatus(_Message):
     spool_depth: Count | None = None
     spool_dropped_frames: Count | None = None
     session_id: SessionId | None = None
+    incarnation: Incarnation = LEGACY_INCARNATION
 
 
 class RfidEventKind(StrEnum):
@@ -109,6 +119,7 @@ class RfidEvent(_Message):
     seq: Seq
     frame_count: Count | None = None
     reason: SessionEndReason | None = None
+    incarnation: Incarnation = LEGACY_INCARNATION
 
 
 class Verdict(_Message):
@@ -128,6 +139,8 @@ class Verdict(_Message):
     model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     node_id: NodeId
     latency_ms: float = Field(ge=0.0, le=MAX_LATENCY_MS)
+    #: The frame's incarnation: (device_id, incarnation, seq) names the frame.
+    incarnation: Incarnation = LEGACY_INCARNATION
 
 
 class SessionVerdict(_Message):
@@ -143,6 +156,8 @@ class SessionVerdict(_Message):
     rule: str = _text(64, min_length=1)
     model_version: str = _text(64, min_length=1)
     ts_ns: TimestampNs
+    #: The incarnation of the device whose session (and frames) this is.
+    incarnation: Incarnation = LEGACY_INCARNATION
 
 
 class NodeRole(StrEnum):
@@ -314,12 +329,19 @@ def decode_message(payload: bytes, model: type[M]) -> M:
     if not isinstance(raw, dict):
         raise ContractError(f"{model.__name__} payload must be a JSON object, got {type(raw).__name__}")
     version = raw.get("v")
-    if type(version) is not int or version != MESSAGE_VERSION:
-        raise ContractError(f"{model.__name__}: unsupported message version v={version!r}, expected 1")
+    if type(version) is not int or version not in READABLE_MESSAGE_VERSIONS:
+        raise ContractError(
+            f"{model.__name__}: unsupported message version v={version!r}, expected one of {READABLE_MESSAGE_VERSIONS}"
+        )
+    if version < MESSAGE_VERSION and "incarnation" in raw:
+        raise ContractError(f"{model.__name__}: incarnation is not a field of message version v={version}")
     try:
-        return model.model_validate_json(data, strict=True)
+        message = model.model_validate_json(data, strict=True)
     except ValidationError as exc:
         raise ContractError(f"{model.__name__}: {describe_validation_error(exc)}") from None
+    # An old message reads as the current version with the legacy incarnation, so that what is
+    # decoded always re-encodes to something this decoder reads back the same.
+    return message if version == MESSAGE_VERSION else message.model_copy(update={"v": MESSAGE_VERSION})
 
 
 def describe_validation_error(exc: ValidationError) -> str:

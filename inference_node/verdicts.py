@@ -2,7 +2,7 @@
 
 `encode` writes the JSON directly instead of building a pydantic `Verdict` per frame: at
 thousands of frames/s model validation plus serialisation was ~6% of the node's CPU. Every
-input is already validated (device, session and patient ids by `decode_frame`; label,
+input is already validated (device, incarnation, session and patient ids by `decode_frame`; label,
 version and threshold by the manifest; node id by the config; probability checked to lie in
 0..1 by the caller), and a test checks that the bytes decode to the same `Verdict` as the
 pydantic path (`verdict`).
@@ -58,6 +58,7 @@ class VerdictEncoder:
             model_sha256=self.model_sha256,
             node_id=self.node_id,
             latency_ms=max(0.0, latency_ms),
+            incarnation=frame.incarnation,
         )
 
     def encode(self, frame: Frame, probability: float, latency_ms: float) -> tuple[str, bytes]:
@@ -66,7 +67,7 @@ class VerdictEncoder:
         session = f',"session_id":"{frame.session_id}"' if frame.session_id is not None else ""
         patient = f',"patient_ref":"{frame.patient_ref}"' if frame.patient_ref is not None else ""
         text = (
-            f'{{"v":1,"device_id":"{frame.device_id}","seq":{frame.seq},"capture_ns":{frame.capture_ns}'
+            f'{{"v":2,"device_id":"{frame.device_id}","incarnation":"{frame.incarnation}","seq":{frame.seq},"capture_ns":{frame.capture_ns}'
             f'{session}{patient},"probability":{probability!r},"label":{self._label_json[flagged]},'
             f'"flagged":{"true" if flagged else "false"}{self._tail}{max(0.0, latency_ms)!r}}}'
         )

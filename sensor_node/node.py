@@ -5,7 +5,8 @@ open session (or all frames with anonymous capture); `rfid` turns card scans int
 events; `status` publishes the retained `DeviceStatus` on every connect and periodically;
 `SpoolPublisher` drains the spool to the broker. Frames and events take their sequence
 numbers from the spool under one lock, so a session's start, frames and end are numbered in
-order. Never imports TensorFlow.
+order. Every frame and message carries the spool's incarnation, so a re-imaged device (new
+spool, seq from 0 again) never reuses a (device, incarnation, seq). Never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class SensorNode:
         self.source = source
         self.taps = taps
         self.spool = spool
+        self.incarnation = spool.incarnation
         self._site_key = site_key
         self.counters = NodeCounters()
         self._frame_topic = frame_topic(self.device_id)
@@ -81,7 +83,12 @@ class SensorNode:
         self._new_subject = threading.Event()
         self._halt = threading.Event()
         self._status_due = threading.Event()
-        will = Will(self._status_topic, encode_message(DeviceStatus(state=DeviceState.OFFLINE)), qos=1, retain=True)
+        will = Will(
+            self._status_topic,
+            encode_message(DeviceStatus(state=DeviceState.OFFLINE, incarnation=self.incarnation)),
+            qos=1,
+            retain=True,
+        )
         self.connection = connection or MqttConnection(
             config.mqtt,
             client_id=config.mqtt.client_id or f"thermoscreen-sensor-{self.device_id}",
@@ -192,6 +199,7 @@ class SensorNode:
                         sensor=self.source.sensor_kind,
                         session_id=session.session_id if session else None,
                         patient_ref=session.patient_ref if session else None,
+                        incarnation=self.incarnation,
                     )
                 )
 
@@ -253,6 +261,7 @@ class SensorNode:
                     seq=seq,
                     frame_count=session.frame_count if ending else None,
                     reason=change.reason,
+                    incarnation=self.incarnation,
                 )
             )
 
@@ -279,6 +288,7 @@ class SensorNode:
             spool_depth=self.spool.depth,
             spool_dropped_frames=self.spool.dropped_frames,
             session_id=self.current_session_id if state is DeviceState.ONLINE else None,
+            incarnation=self.incarnation,
         )
 
     def _status_loop(self) -> None:

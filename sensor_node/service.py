@@ -88,7 +88,7 @@ def run_sensor(args: argparse.Namespace) -> int:
     node = build_node(config)
     src = config.source
     print(
-        f"thermoscreen sensor: device {config.device.id}, source {src.kind.value} at {src.rate_hz:g} Hz, "
+        f"thermoscreen sensor: device {config.device.id} (incarnation {node.incarnation}), source {src.kind.value} at {src.rate_hz:g} Hz, "
         f"reader {config.rfid.kind.value}, broker {config.mqtt.url}, spool {config.spool_path} "
         f"({node.spool.depth} waiting). A screening aid, not a diagnosis.",
         file=sys.stderr,

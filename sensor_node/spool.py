@@ -3,7 +3,11 @@
 Why SQLite: a device may lose the broker for minutes or lose power; a WAL database keeps
 rows through both with one small transaction per message, and survives SIGKILL. The spool
 also owns the per-device sequence number (persisted with each row, so a resent message keeps
-its number and the count continues after a restart).
+its number and the count continues after a restart), and the device's *incarnation*: 64 random
+bits created with the spool and kept in its meta table. A new spool (re-imaged or replaced
+device) starts its sequence numbers at 0 again, so it gets a new incarnation, and
+(device, incarnation, seq) stays unique; a restart on the same spool keeps both. A spool from
+before incarnations gets one created on first open and kept from then on.
 
 Bounds: `max_items` rows and `max_bytes` of payload. When a new message does not fit, the
 oldest *frames* not yet handed to the broker are dropped (counted in `dropped_frames`,
@@ -22,6 +26,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import IO
+
+from contract.ids import INCARNATION_BYTES, new_incarnation
 
 SCHEMA_VERSION = 1
 
@@ -106,6 +112,7 @@ class Spool:
         elif version != SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"spool schema version {version}, this node reads {SCHEMA_VERSION}")
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        self._incarnation = self._load_incarnation()
         self._next_seq = int(meta["next_seq"])
         self._dropped = int(meta["dropped_frames"])
         count, size, last = db.execute(
@@ -114,7 +121,26 @@ class Spool:
         self._count, self._bytes, self._last_id = int(count), int(size), int(last)
         self._sent_through = 0
 
+    def _load_incarnation(self) -> str:
+        """The spool's incarnation; created (once, durably) for a new spool or one from before incarnations.
+
+        Kept in `meta` as the signed 64-bit integer with the same 8 bytes (the column is INTEGER:
+        a hex string of digits only would be turned into a number by SQLite's type affinity).
+        """
+        db = self._db
+        fresh = int.from_bytes(bytes.fromhex(new_incarnation()), "big", signed=True)
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('incarnation', ?)", (fresh,))
+        (value,) = db.execute("SELECT value FROM meta WHERE key = 'incarnation'").fetchone()
+        if not isinstance(value, int):
+            raise sqlite3.DatabaseError(f"spool incarnation is corrupt: {value!r}")
+        return value.to_bytes(INCARNATION_BYTES, "big", signed=True).hex()
+
     # -- state -------------------------------------------------------------------------------
+    @property
+    def incarnation(self) -> str:
+        """The device's incarnation: new with every new spool, the same across restarts."""
+        return self._incarnation
+
     @property
     def depth(self) -> int:
         return self._count

@@ -18,6 +18,9 @@ from hypothesis.extra import numpy as hnp
 
 from contract import ContractError, Frame, SensorKind, decode_frame, encode_frame
 from contract.frame import (
+    FORMAT_VERSION,
+    LEGACY_FORMAT_VERSION,
+    LEGACY_INCARNATION,
     MAX_AMBIENT_CENTI,
     MAX_CAPTURE_NS,
     MAX_PIXEL_CENTI,
@@ -48,6 +51,7 @@ def frames(draw: st.DrawFn) -> Frame:
         sensor=draw(st.sampled_from(list(SensorKind))),
         session_id=draw(st.none() | hex32),
         patient_ref=draw(st.none() | hex16),
+        incarnation=draw(hex16),
     )
 
 
@@ -80,7 +84,7 @@ def test_truncated_or_extended_frames_are_rejected(frame: Frame, data: st.DataOb
     ("mutate", "message"),
     [
         (lambda b: b"XYZ" + b[3:], "magic"),
-        (lambda b: b[:3] + bytes([2]) + b[4:], "format version 2"),
+        (lambda b: b[:3] + bytes([3]) + b[4:], "format version 3"),
         (lambda b: b[:4] + bytes([0]) + b[5:], "device id length 0"),
         (lambda b: b[:4] + bytes([40]) + b[5:], "device id length 40"),
     ],
@@ -123,7 +127,7 @@ def test_decode_rejects_out_of_range_pixel() -> None:
 # --- structured fuzzing -------------------------------------------------------------------
 
 #: Hypothesis favours the first choices; magic and version come last so most inputs get past them.
-_FIELDS: tuple[str, ...] = ("seq", "capture_ns", "flags", "session", "patient", "sensor", "rows", "cols")
+_FIELDS: tuple[str, ...] = ("incarnation", "seq", "capture_ns", "flags", "session", "patient", "sensor", "rows", "cols")
 _FIELDS += ("ambient", "pixels", "device", "id_len", "version", "magic")
 
 
@@ -134,6 +138,7 @@ def _pack(f: dict[str, Any]) -> bytes:
             f["magic"],
             struct.pack("<BB", f["version"], f["id_len"]),
             f["device"],
+            b"" if f["version"] == LEGACY_FORMAT_VERSION else f["incarnation"],
             struct.pack("<Qq", f["seq"], f["capture_ns"]),
             struct.pack("<B", f["flags"]),
             f["session"],
@@ -149,9 +154,10 @@ def _fields_of(frame: Frame) -> dict[str, Any]:
     rows, cols = frame.shape
     return {
         "magic": b"TSF",
-        "version": 1,
+        "version": FORMAT_VERSION,
         "id_len": len(device),
         "device": device,
+        "incarnation": bytes.fromhex(frame.incarnation),
         "seq": frame.seq,
         "capture_ns": frame.capture_ns,
         "flags": (frame.session_id is not None) | (frame.patient_ref is not None) << 1,
@@ -182,6 +188,7 @@ HOSTILE: dict[str, st.SearchStrategy[Any]] = {
     "magic": st.one_of(st.just(b"TSF"), st.sampled_from([b"TSX", b"tsf", b"\x00\x00\x00", b"TS\xff"])),
     "version": st.one_of(st.just(1), u8),
     "id_len": u8,
+    "incarnation": st.one_of(st.binary(min_size=8, max_size=8), st.binary(max_size=12)),
     "device": st.one_of(
         st.binary(min_size=0, max_size=40),
         st.sampled_from([b"nodes", b"Dev-1", b"dev/1", b"dev\xff", b"\x00", b"a" * 32, b"a" * 33]),
@@ -223,7 +230,11 @@ def _assert_within_contract(frame: Frame, payload: bytes) -> None:
     assert 0 <= frame.seq <= MAX_SEQ
     assert 0 <= frame.capture_ns <= MAX_CAPTURE_NS
     assert int(frame.centi.min()) >= MIN_PIXEL_CENTI and int(frame.centi.max()) <= MAX_PIXEL_CENTI
-    assert encode_frame(frame) == payload
+    if payload[3] == LEGACY_FORMAT_VERSION:  # re-encodes as version 2, with the legacy incarnation
+        assert frame.incarnation == LEGACY_INCARNATION
+        assert decode_frame(encode_frame(frame)) == frame
+    else:
+        assert encode_frame(frame) == payload
 
 
 @given(hostile_frames())
@@ -310,3 +321,34 @@ def test_largest_storable_seq_roundtrips_and_larger_is_refused_on_encode() -> No
     for ambient in (1e308, -1e308, float("inf"), 85.01):
         with pytest.raises(ContractError, match="ambient"):
             encode_frame(Frame("dev-1", 1, 1, good.centi, ambient_c=ambient))
+
+
+def test_version_1_frame_decodes_with_the_legacy_incarnation() -> None:
+    """A frame from a device from before incarnations (no incarnation bytes) still decodes."""
+    fields = _good_fields()
+    fields["version"] = LEGACY_FORMAT_VERSION
+    frame = decode_frame(_pack(fields))
+    assert frame.incarnation == LEGACY_INCARNATION
+    assert (frame.device_id, frame.seq, frame.capture_ns) == ("dev-1", 1, 5)
+    assert frame.session_id == "0" * 31 + "1" and frame.patient_ref == "0" * 15 + "1"
+    assert np.array_equal(frame.centi, np.full(MLX_SHAPE, 3000, dtype=np.int16))
+    v1_bytes = _pack(fields)
+    assert len(encode_frame(frame)) == len(v1_bytes) + 8  # re-encoded as version 2
+
+
+def test_version_2_frame_carries_its_incarnation() -> None:
+    frame = Frame.from_celsius(
+        np.full((2, 2), 30.0), device_id="dev-1", seq=3, capture_ns=5, incarnation="8badf00d0000beef"
+    )
+    payload = encode_frame(frame)
+    assert payload[3] == FORMAT_VERSION
+    assert payload[5 + 5 : 5 + 5 + 8] == bytes.fromhex("8badf00d0000beef")  # right after the device id
+    assert decode_frame(payload).incarnation == "8badf00d0000beef"
+    assert frame != Frame.from_celsius(np.full((2, 2), 30.0), device_id="dev-1", seq=3, capture_ns=5)
+
+
+@pytest.mark.parametrize("bad", ["8BADF00D0000BEEF", "8badf00d", "8badf00d0000beef0", "8badf00d0000beeg", "", 7])
+def test_encoder_rejects_a_bad_incarnation(bad: Any) -> None:
+    frame = Frame.from_celsius(np.full((2, 2), 30.0), device_id="dev-1", seq=3, capture_ns=5, incarnation=bad)
+    with pytest.raises(ContractError, match="incarnation"):
+        encode_frame(frame)

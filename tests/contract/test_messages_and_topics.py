@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from contract import ContractError, make_patient_ref, new_session_id
 from contract import topics as t
+from contract.ids import LEGACY_INCARNATION, new_incarnation, validate_incarnation
 from contract.messages import (
     MESSAGE_TYPES,
+    MESSAGE_VERSION,
     DeadLetter,
     DeviceState,
     DeviceStatus,
@@ -32,6 +34,7 @@ from contract.messages import (
 
 SID = new_session_id()
 REF = "0123456789abcdef"
+INC = "fedcba9876543210"
 
 SAMPLES = [
     DeviceStatus(state=DeviceState.ONLINE, ts_ns=1, spool_depth=3),
@@ -49,6 +52,7 @@ SAMPLES = [
         model_version="thermal-1",
         node_id="node-a",
         latency_ms=1.5,
+        incarnation=INC,
     ),
     SessionVerdict(
         device_id="pi-1",
@@ -61,6 +65,7 @@ SAMPLES = [
         rule="mean_logit",
         model_version="thermal-1",
         ts_ns=10,
+        incarnation=INC,
     ),
     NodeStatus(node_id="node-a", role=NodeRole.INFERENCE, state=DeviceState.OFFLINE),
     NodeMetrics(node_id="bridge-1", role=NodeRole.BRIDGE, ts_ns=3, values={"queue_depth": 4.0}),
@@ -74,7 +79,7 @@ SAMPLES = [
 @pytest.mark.parametrize("message", SAMPLES, ids=lambda m: type(m).__name__)
 def test_every_message_roundtrips(message: Any) -> None:
     payload = encode_message(message)
-    assert json.loads(payload)["v"] == 1
+    assert json.loads(payload)["v"] == MESSAGE_VERSION == 2
     assert decode_message(payload, type(message)) == message
 
 
@@ -91,7 +96,8 @@ def test_deadletter_truncates_sample() -> None:
         (b"\xff\xfe", "not UTF-8"),
         (b"{", "not JSON"),
         (b"[1]", "JSON object"),
-        (b'{"v": 2, "state": "online"}', "version"),
+        (b'{"v": 3, "state": "online"}', "version"),
+        (b'{"v": 0, "state": "online"}', "version"),
         (b'{"state": "online"}', "version"),
         (b'{"v": 1, "state": "online", "extra": 1}', "extra"),
         (b'{"v": 1, "state": "online", "ts_ns": NaN}', "NaN"),
@@ -147,6 +153,7 @@ FULL_SAMPLES: list[Any] = [
         spool_depth=3,
         spool_dropped_frames=0,
         session_id=SID,
+        incarnation=INC,
     ),
     RfidEvent(
         event=RfidEventKind.SESSION_END,
@@ -157,6 +164,7 @@ FULL_SAMPLES: list[Any] = [
         seq=2,
         frame_count=10,
         reason=SessionEndReason.CARD,
+        incarnation=INC,
     ),
     *SAMPLES[2:4],
     NodeStatus(node_id="node-a", role=NodeRole.INFERENCE, state=DeviceState.ONLINE, ts_ns=2, model_version="m-1"),
@@ -301,6 +309,13 @@ def _with(message: Any, key: str, raw: str) -> bytes:
         ("state", '"ONLINE"', "state"),
         ("state", "1", "state"),
         ("session_id", '"' + "A" * 32 + '"', "session"),
+        ("incarnation", '"' + "A" * 16 + '"', "incarnation"),
+        ("incarnation", '"' + "a" * 15 + '"', "incarnation"),
+        ("incarnation", '"' + "a" * 17 + '"', "incarnation"),
+        ("incarnation", '"' + "g" * 16 + '"', "incarnation"),
+        ("incarnation", str(2**63), "incarnation"),
+        ("incarnation", "null", "incarnation"),
+        ("incarnation", json.dumps("0123456789abcde\n"), "incarnation"),
         ("v", "true", "version"),
         ("v", "1.0", "version"),
         ("v", '"1"', "version"),
@@ -318,6 +333,9 @@ def test_hostile_status_values_are_rejected(key: str, raw: str, message: str) ->
     [
         (1, "seq", str(2**63), "seq"),
         (1, "frame_count", "-1", "frame_count"),
+        (1, "incarnation", "1", "incarnation"),
+        (2, "incarnation", '"' + "F" * 16 + '"', "incarnation"),
+        (3, "incarnation", '""', "incarnation"),
         (2, "seq", str(2**64 - 1), "seq"),
         (2, "flagged", "1", "flagged"),
         (2, "probability", "true", "probability"),
@@ -366,3 +384,43 @@ def test_duplicate_keys_and_deep_nesting_are_rejected() -> None:
 def test_producers_types_still_construct() -> None:
     """Strictness applies to decoding: producers still build messages from enum values in Python."""
     assert NodeStatus(node_id="n", role="bridge", state="online").role is NodeRole.BRIDGE
+
+
+# --- incarnations (issue 12.2) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3], ids=["DeviceStatus", "RfidEvent", "Verdict", "SessionVerdict"])
+def test_device_messages_carry_the_incarnation(index: int) -> None:
+    sample = FULL_SAMPLES[index]
+    assert json.loads(encode_message(sample))["incarnation"] == INC
+    assert decode_message(encode_message(sample), type(sample)).incarnation == INC
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3], ids=["DeviceStatus", "RfidEvent", "Verdict", "SessionVerdict"])
+def test_version_1_message_reads_with_the_legacy_incarnation(index: int) -> None:
+    """An old sender's message (v1, no incarnation) decodes, as v2 with the legacy incarnation."""
+    sample = FULL_SAMPLES[index]
+    old = _render([(k, v) for k, v in _pairs(sample) if k not in ("v", "incarnation")] + [("v", "1")])
+    message = decode_message(old, type(sample))
+    assert message.incarnation == LEGACY_INCARNATION
+    assert message.v == MESSAGE_VERSION
+    assert message == sample.model_copy(update={"incarnation": LEGACY_INCARNATION})
+    assert decode_message(encode_message(message), type(sample)) == message
+
+
+def test_version_1_message_cannot_claim_an_incarnation() -> None:
+    """Incarnations came with v2: a v1 message that names one is not from an old sender."""
+    old = _render([(k, v) for k, v in _pairs(FULL_SAMPLES[1]) if k != "v"] + [("v", "1")])
+    with pytest.raises(ContractError, match="incarnation is not a field of message version v=1"):
+        decode_message(old, RfidEvent)
+
+
+def test_new_incarnations_are_random_valid_and_never_legacy() -> None:
+    drawn = {new_incarnation() for _ in range(200)}
+    assert len(drawn) == 200
+    assert all(validate_incarnation(i) == i for i in drawn)
+    assert LEGACY_INCARNATION not in drawn
+    assert validate_incarnation(LEGACY_INCARNATION) == "0" * 16
+    for bad in ("", "0" * 15, "0" * 17, "ABCDEF0123456789", None, 5):
+        with pytest.raises(ContractError, match="incarnation"):
+            validate_incarnation(bad)  # type: ignore[arg-type]

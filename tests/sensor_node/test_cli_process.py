@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from contract.ids import make_patient_ref
+from contract.ids import LEGACY_INCARNATION, make_patient_ref
 from contract.messages import DeviceState, RfidEventKind, SessionEndReason
 from devtools.local_mosquitto import LocalMosquitto, free_port
 from sensor_node.config import load_config
@@ -299,3 +300,54 @@ def test_sensor_modules_never_import_tensorflow() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def _one_run(
+    url: str, args: list[str], env: dict[str, str], log: Path, processes: list[subprocess.Popen[bytes]]
+) -> Collector:
+    """Run a real sensor process until it sent a session with 5 frames, SIGTERM it, return what arrived."""
+    sub = connect(url)
+    got = Collector()
+    subscribe_and_wait(sub, "thermo/v1/pi-1/+", got)
+    proc = start_sensor(args, env, log)
+    processes.append(proc)
+    got.wait_until(lambda msgs: len(frames_of(msgs)) >= 5, 20, "frames")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0, log.read_text()
+    got.wait_until(lambda msgs: len(events_of(msgs)) >= 2, 10, "session_end")
+    got.wait_until(went_offline, 10, "offline status")
+    sub.stop()
+    return got
+
+
+def test_reimaged_device_gets_a_new_incarnation_a_restart_keeps_it(
+    mosquitto: LocalMosquitto, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """Issue 12.2: seq restarts at 0 only with a new spool, and then the incarnation is new too."""
+    env = sensor_env(tmp_path)
+    config = write(tmp_path / "sensor.toml", FAST_TOML)
+    cards = write(tmp_path / "cards.txt", f"{UID_HEX}\n")
+    spool = tmp_path / "device" / "spool.sqlite"
+    args = ["--config", str(config), "--broker", mosquitto.url, "--spool", str(spool), "--cards", str(cards)]
+
+    def run(name: str) -> tuple[str, list[int], list[int]]:
+        messages = _one_run(mosquitto.url, args, env, tmp_path / f"{name}.log", processes).messages
+        frames, events = frames_of(messages), events_of(messages)
+        statuses = statuses_of(messages)
+        incarnations = {f.incarnation for f in frames} | {e.incarnation for e in events}
+        incarnations |= {s.incarnation for s in statuses if s.state is DeviceState.ONLINE}
+        assert len(incarnations) == 1, f"{name}: one incarnation on every frame, event and status"
+        (incarnation,) = incarnations
+        assert statuses[-1].incarnation == incarnation  # the retained offline status names it too
+        assert f"(incarnation {incarnation})" in (tmp_path / f"{name}.log").read_text()
+        return incarnation, [f.seq for f in frames], [e.seq for e in events]
+
+    first, first_frames, first_events = run("first")
+    assert first != LEGACY_INCARNATION and first_events[0] == 0
+    again, again_frames, again_events = run("restart")  # same spool: same incarnation, seq continues
+    assert again == first and again_events[0] > max(first_frames + first_events)
+    shutil.rmtree(spool.parent)  # re-image: the spool is gone
+    fresh, fresh_frames, fresh_events = run("reimaged")
+    assert fresh not in (first, LEGACY_INCARNATION)
+    assert fresh_events[0] == 0 and min(fresh_frames) == 1  # seq starts again at 0 ...
+    assert set(fresh_frames) & set(first_frames)  # ... so (device, seq) collides; the incarnation tells them apart

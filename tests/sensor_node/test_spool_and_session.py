@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from contract.ids import LEGACY_INCARNATION, validate_incarnation
 from contract.messages import RfidEventKind, SessionEndReason
 from sensor_node.session import OpenSessionSlot
 from sensor_node.spool import RowKind, Spool, SpoolError
@@ -146,3 +148,53 @@ def test_same_card_ends_other_card_switches_timeout_ends() -> None:
     shutdown = tracker.end(SessionEndReason.SHUTDOWN)
     assert shutdown is not None and shutdown.reason is SessionEndReason.SHUTDOWN
     assert tracker.end(SessionEndReason.SHUTDOWN) is None
+
+
+# --- incarnation (issue 12.2) ----------------------------------------------------------------
+
+
+def test_incarnation_is_created_with_the_spool_and_kept_across_reopens(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, max_items=10, max_bytes=10_000)
+    first = spool.incarnation
+    assert validate_incarnation(first) == first and first != LEGACY_INCARNATION
+    spool.append(RowKind.FRAME, "t", lambda seq: b"x")
+    spool.close()
+    reopened = Spool(path, max_items=10, max_bytes=10_000)
+    assert (reopened.incarnation, reopened.next_seq) == (first, 1)  # a restart keeps both
+    reopened.close()
+    for leftover in tmp_path.iterdir():  # re-image: the spool and its WAL files are gone
+        leftover.unlink()
+    fresh = Spool(path, max_items=10, max_bytes=10_000)
+    assert fresh.next_seq == 0 and fresh.incarnation not in (first, LEGACY_INCARNATION)
+    fresh.close()
+
+
+def test_spool_from_before_incarnations_gets_one_once(tmp_path: Path) -> None:
+    """An upgraded device: its old spool has no incarnation; one is created on first open and kept."""
+    path = tmp_path / "spool.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:  # the version-1 spool layout, as it was written
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema', 1), ('next_seq', 41), ('dropped_frames', 0)")
+        db.commit()
+    spool = Spool(path, max_items=10, max_bytes=10_000)
+    created = spool.incarnation
+    assert spool.next_seq == 41 and validate_incarnation(created) == created != LEGACY_INCARNATION
+    spool.close()
+    again = Spool(path, max_items=10, max_bytes=10_000)
+    assert again.incarnation == created
+    again.close()
+
+
+def test_incarnation_with_the_top_bit_set_survives_the_integer_column(tmp_path: Path) -> None:
+    """meta holds it as a signed 64-bit integer: values >= 2^63 and all-digit values come back exact."""
+    path = tmp_path / "spool.sqlite"
+    Spool(path, max_items=10, max_bytes=10_000).close()
+    for stored in ("ffffffffffffffff", "8000000000000000", "0000000000001234"):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            signed = int.from_bytes(bytes.fromhex(stored), "big", signed=True)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'incarnation'", (signed,))
+            db.commit()
+        spool = Spool(path, max_items=10, max_bytes=10_000)
+        assert spool.incarnation == stored
+        spool.close()
