@@ -34,8 +34,6 @@ from contract.model.manifest import load_manifest
 
 #: The shipped model's directory (read through `shipped_model_version`, the one place to repoint).
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "thermal"
-#: The incarnation of senders that predate incarnations (the contract defines it once it has it).
-LEGACY_INCARNATION = "0" * 16
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS session_owners (
@@ -83,8 +81,9 @@ def _seq_sql(seq: int) -> int:
     return seq if seq < 2**63 else seq - 2**64
 
 
-def key_of(record: Frame | Verdict | RfidEvent) -> FrameKey:
-    return (record.device_id, str(getattr(record, "incarnation", LEGACY_INCARNATION)), record.seq)
+def key_of(record: Frame | Verdict) -> FrameKey:
+    """(device, incarnation, seq): a re-imaged device restarts seq at 0, so seq alone is not a key."""
+    return (record.device_id, record.incarnation, record.seq)
 
 
 @dataclass
