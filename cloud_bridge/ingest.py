@@ -255,7 +255,7 @@ class Ingest:
             items.append(item)
         for released in decision.released:
             verdict = decode_item(released.kind, released.payload)
-            refused = self._provenance.check_released(verdict)  # type: ignore[arg-type]
+            refused = self._provenance.check_released(verdict, released.payload)  # type: ignore[arg-type]
             if refused is None:
                 items.append(released)
             else:

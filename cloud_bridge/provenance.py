@@ -20,6 +20,7 @@ an item that was not committed.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ CREATE TABLE IF NOT EXISTS frame_keys (
     session_id  TEXT,
     patient_ref TEXT,
     received_ns INTEGER NOT NULL,
-    verdict     INTEGER NOT NULL DEFAULT 0,
+    verdict     TEXT,
     PRIMARY KEY (device_id, incarnation, seq)
 );
 CREATE TABLE IF NOT EXISTS held_verdicts (
@@ -91,7 +92,8 @@ class _FrameInfo:
     session_id: str | None
     patient_ref: str | None
     received_ns: int
-    verdict: bool = False
+    #: sha256 of the stored verdict's payload: its identical replay is admitted, another is not.
+    verdict: str | None = None
 
 
 @dataclass
@@ -134,7 +136,7 @@ class Provenance:
             str(s): (str(d), str(p)) for s, d, p in conn.execute("SELECT * FROM session_owners")
         }
         self._frames: dict[FrameKey, _FrameInfo] = {
-            (str(d), str(i), int(q) if q >= 0 else q + 2**64): _FrameInfo(s, p, int(r), bool(v))
+            (str(d), str(i), int(q) if q >= 0 else q + 2**64): _FrameInfo(s, p, int(r), None if v is None else str(v))
             for d, i, q, s, p, r, v in conn.execute("SELECT * FROM frame_keys")
         }
         self._held: list[_Held] = [
@@ -181,7 +183,7 @@ class Provenance:
         if key not in self._frames:
             self._frames[key] = _FrameInfo(frame.session_id, frame.patient_ref, item.received_ns)
             row = (*key[:2], _seq_sql(key[2]), frame.session_id, frame.patient_ref, item.received_ns)
-            self._pending.append(lambda c: c.execute("INSERT OR IGNORE INTO frame_keys VALUES (?,?,?,?,?,?,0)", row))
+            self._pending.append(lambda c: c.execute("INSERT OR IGNORE INTO frame_keys VALUES (?,?,?,?,?,?,NULL)", row))
         released = [h.item for h in self._held if h.key == key]
         if released:
             self._held = [h for h in self._held if h.key != key]
@@ -193,9 +195,9 @@ class Provenance:
             )
         return Decision(released=released)
 
-    def check_released(self, verdict: Verdict) -> Refused | None:
+    def check_released(self, verdict: Verdict, payload: bytes) -> Refused | None:
         """A held verdict whose frame came: the frame checks (match, one per frame) now apply."""
-        return self._match(verdict)
+        return self._match(verdict, payload)
 
     def _verdict(self, v: Verdict, item: NewItem) -> Decision:
         if v.flagged != (v.probability >= v.threshold):
@@ -210,21 +212,24 @@ class Provenance:
             row = (*key[:2], _seq_sql(key[2]), item.topic, item.payload, item.received_ns, item.source)
             self._pending.append(lambda c: c.execute("INSERT INTO held_verdicts VALUES (?,?,?,?,?,?,?)", row))
             return Decision(held=True)
-        return Decision(self._match(v))
+        return Decision(self._match(v, item.payload))
 
-    def _match(self, v: Verdict) -> Refused | None:
+    def _match(self, v: Verdict, payload: bytes) -> Refused | None:
         key = key_of(v)
         info = self._frames.get(key)
         if info is None:
             return Refused(RejectReason.VERDICT_NO_FRAME, "no such frame")
         if (info.session_id, info.patient_ref) != (v.session_id, v.patient_ref):
             return Refused(RejectReason.VERDICT_MISMATCH, "session or patient_ref differs from the frame's")
-        if info.verdict:
-            return Refused(RejectReason.VERDICT_DUPLICATE, "the frame has a verdict stored already")
-        info.verdict = True
-        params = (*key[:2], _seq_sql(key[2]))
+        digest = hashlib.sha256(payload).hexdigest()
+        if info.verdict == digest:
+            return None  # a redelivery of the stored verdict: the sinks overwrite its own rows
+        if info.verdict is not None:
+            return Refused(RejectReason.VERDICT_DUPLICATE, "the frame has another verdict stored already")
+        info.verdict = digest
+        params = (digest, *key[:2], _seq_sql(key[2]))
         self._pending.append(
-            lambda c: c.execute("UPDATE frame_keys SET verdict=1 WHERE device_id=? AND incarnation=? AND seq=?", params)
+            lambda c: c.execute("UPDATE frame_keys SET verdict=? WHERE device_id=? AND incarnation=? AND seq=?", params)
         )
         return None
 

@@ -40,7 +40,7 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_are_not_stored(
         (frame_topic("dl-bad"), bytes(bad_frame[:-7])),  # truncated
         (verdict_topic("dl-bad"), encode_message(other.verdicts[0])),  # device differs from the topic
         (rfid_topic("dl-bad"), b'{"v": 1, "event": "session_start"}'),
-        ("thermo/v1/dl-bad/verdict", b'{"v": 2}'),
+        ("thermo/v1/dl-bad/verdict", b'{"v": 99}'),
     ]
     watcher = connect(mosquitto.url)
     letters = Collector()

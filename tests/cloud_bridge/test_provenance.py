@@ -87,7 +87,9 @@ def test_only_verdicts_with_provenance_are_stored_and_early_ones_wait_for_their_
         publish_all(publisher, [(verdict_topic("prov-a"), encode_message(v2))])
         publish_all(publisher, [(frame_topic("prov-a"), encode_frame(f)) for f in s.frames])
         publish_all(publisher, [(verdict_topic("prov-a"), encode_message(v)) for v in (v0, v1, *forged)])
-        publish_all(publisher, [(verdict_topic("prov-a"), encode_message(v0))])  # a second verdict for frame 0
+        second = v0.model_copy(update={"node_id": "other-node", "latency_ms": v0.latency_ms + 1})
+        publish_all(publisher, [(verdict_topic("prov-a"), encode_message(second))])  # another verdict for frame 0
+        publish_all(publisher, [(verdict_topic("prov-a"), encode_message(v1))])  # a replay: admitted, idempotent
         dead = wait_until(
             lambda: bridge.summary().dead_letters,
             lambda d: sum(d.values()) >= 5,
@@ -107,6 +109,6 @@ def test_only_verdicts_with_provenance_are_stored_and_early_ones_wait_for_their_
     }
     with Archive(config.archive.path) as archive:
         stored = archive.verdicts(s.session_id)
-    assert [(v.seq, v.flagged, v.patient_ref, v.model_version) for v in stored] == [
-        (v.seq, v.flagged, v.patient_ref, v.model_version) for v in (v0, v1, v2)
+    assert [(v.seq, v.flagged, v.patient_ref, v.model_version, v.node_id) for v in stored] == [
+        (v.seq, v.flagged, v.patient_ref, v.model_version, v.node_id) for v in (v0, v1, v2)
     ]
