@@ -146,6 +146,11 @@ class ProvenanceSettings(BaseModel):
     max_held: int = Field(default=10_000, ge=0)
     #: Frame keys (for matching and one verdict per frame) are remembered this long.
     frame_memory_s: float = Field(default=3600.0, gt=0)
+    #: A frame without a verdict this long is offered to the inference nodes again (its node may
+    #: have died with it) on `thermo/v1/reoffer/<device>/frame`; 0 = never.
+    reoffer_s: float = Field(default=30.0, ge=0)
+    #: Offers of one frame at most.
+    max_reoffers: int = Field(default=3, ge=0)
 
 
 class BridgeSettings(BaseModel):

@@ -60,8 +60,13 @@ class Ingest:
         max_inbox: int = 20_000,
         decoded: DecodedCache | None = None,
         provenance: Provenance | None = None,
+        reoffer: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self._queue = queue
+        self._reoffer = reoffer
+        self._next_reoffer_ns = 0
+        #: Frames offered to the inference nodes again (no verdict came in time).
+        self.reoffered = 0
         self._provenance = provenance
         self._component = component
         self._batch = batch
@@ -129,8 +134,10 @@ class Ingest:
                     return
                 if self._provenance is not None and self._provenance.held:
                     self._process([])  # held verdicts may have timed out
+                self._offer_again()
                 continue
             self._process(batch)
+            self._offer_again()
 
     @property
     def alive(self) -> bool:
@@ -242,6 +249,20 @@ class Ingest:
             self.dropped += dropped
             self.deadletters += len(letters)
             self.rejected_silently += silent
+
+    def _offer_again(self) -> None:
+        """Once a second: publish frames that got no verdict on their reoffer topic (after the commit
+        that admitted them, so a reoffered frame is always one the bridge holds)."""
+        now = time.time_ns()
+        if self._provenance is None or self._reoffer is None or now < self._next_reoffer_ns:
+            return
+        self._next_reoffer_ns = now + 1_000_000_000
+        for device_id, payload in self._provenance.due_reoffers(now):
+            try:
+                self._reoffer(device_id, payload)
+                self.reoffered += 1
+            except Exception:
+                log.exception("re-offering a frame of %s failed", device_id)
 
     def _admit(self, accepted: Accepted, item: NewItem, items: list[NewItem], dead: list[DeadItem]) -> Refused | None:
         """Apply the provenance rules: queue `item` (and verdicts its frame released), hold it, or refuse it."""

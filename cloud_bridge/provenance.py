@@ -97,6 +97,15 @@ class _FrameInfo:
 
 
 @dataclass
+class _Unanswered:
+    """A frame without a verdict yet: its payload, when it came or was last offered, offers made."""
+
+    payload: bytes
+    last_ns: int
+    offers: int = 0
+
+
+@dataclass
 class _Held:
     item: NewItem
     key: FrameKey
@@ -126,7 +135,15 @@ class Provenance:
         hold_s: float,
         max_held: int,
         frame_memory_s: float,
+        reoffer_s: float = 0.0,
+        max_reoffers: int = 0,
+        max_unanswered: int = 50_000,
     ) -> None:
+        self._reoffer_ns = int(reoffer_s * 1e9)
+        self._max_reoffers = max_reoffers
+        self._max_unanswered = max_unanswered
+        #: Frames without a verdict yet (received since this start): payload, last offer, offers made.
+        self._unanswered: dict[FrameKey, _Unanswered] = {}
         self._approved = approved_models
         self._hold_ns = int(hold_s * 1e9)
         self._max_held = max_held
@@ -184,6 +201,10 @@ class Provenance:
             self._frames[key] = _FrameInfo(frame.session_id, frame.patient_ref, item.received_ns)
             row = (*key[:2], _seq_sql(key[2]), frame.session_id, frame.patient_ref, item.received_ns)
             self._pending.append(lambda c: c.execute("INSERT OR IGNORE INTO frame_keys VALUES (?,?,?,?,?,?,NULL)", row))
+        if self._reoffer_ns > 0 and self._frames[key].verdict is None and key not in self._unanswered:
+            if len(self._unanswered) >= self._max_unanswered:
+                self._unanswered.pop(next(iter(self._unanswered)))
+            self._unanswered[key] = _Unanswered(item.payload, item.received_ns)
         released = [h.item for h in self._held if h.key == key]
         if released:
             self._held = [h for h in self._held if h.key != key]
@@ -227,6 +248,7 @@ class Provenance:
         if info.verdict is not None:
             return Refused(RejectReason.VERDICT_DUPLICATE, "the frame has another verdict stored already")
         info.verdict = digest
+        self._unanswered.pop(key, None)
         params = (digest, *key[:2], _seq_sql(key[2]))
         self._pending.append(
             lambda c: c.execute("UPDATE frame_keys SET verdict=? WHERE device_id=? AND incarnation=? AND seq=?", params)
@@ -251,6 +273,20 @@ class Provenance:
             del self._frames[k]
         if old:
             self._pending.append(lambda c: c.execute("DELETE FROM frame_keys WHERE received_ns < ?", (cutoff,)))
+
+    def due_reoffers(self, now_ns: int) -> list[tuple[str, bytes]]:
+        """Frames still without a verdict `reoffer_s` after they came (or after their last offer):
+        (device, frame payload) to offer the inference nodes again, at most `max_reoffers` times."""
+        due: list[tuple[str, bytes]] = []
+        for key, entry in list(self._unanswered.items()):
+            if now_ns - entry.last_ns < self._reoffer_ns:
+                continue
+            if entry.offers >= self._max_reoffers:
+                del self._unanswered[key]
+                continue
+            entry.last_ns, entry.offers = now_ns, entry.offers + 1
+            due.append((key[0], entry.payload))
+        return due
 
     @property
     def held(self) -> int:

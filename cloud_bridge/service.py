@@ -25,7 +25,7 @@ from cloud_bridge.session_verdicts import STAGE_NAME, PendingSessionVerdicts
 from cloud_bridge.sink import Backoff, Sink, SinkWorker
 from cloud_bridge.verdict_publisher import SessionVerdictPublisher
 from contract.messages import DeadLetter, DeviceState, NodeMetrics, NodeRole, NodeStatus, encode_message
-from contract.topics import NodeChannel, deadletter_topic, node_topic
+from contract.topics import NodeChannel, deadletter_topic, node_topic, reoffer_topic
 from transport.connection import MqttConnection, PublishReceipt, Will
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,8 @@ class Bridge:
                 hold_s=prov.hold_s,
                 max_held=prov.max_held,
                 frame_memory_s=prov.frame_memory_s,
+                reoffer_s=prov.reoffer_s,
+                max_reoffers=prov.max_reoffers,
             )
         )
         self.ingest = Ingest(
@@ -177,6 +179,7 @@ class Bridge:
             publish_deadletter=self._deadletter,
             decoded=decoded,
             provenance=provenance,
+            reoffer=self._reoffer,
         ).start()
         # Handlers before connecting: a persistent session gets its queued messages right
         # after CONNACK, before any SUBSCRIBE of this connection.
@@ -255,6 +258,10 @@ class Bridge:
         return self.connection.publish(
             node_topic(self.node_id, NodeChannel.STATUS), self._status(state), qos=1, retain=True
         )
+
+    def _reoffer(self, device_id: str, payload: bytes) -> None:
+        if self.connection is not None:
+            self.connection.publish(reoffer_topic(device_id), payload, qos=1)
 
     def _deadletter(self, letter: DeadLetter) -> None:
         if self.connection is not None:
