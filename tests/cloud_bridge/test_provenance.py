@@ -4,17 +4,18 @@ survives a restart, and only verdicts with provenance are stored."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 from cloud_bridge.archive import Archive
 from cloud_bridge.service import Bridge
 from contract.frame import encode_frame
 from contract.messages import encode_message
-from contract.topics import frame_topic, rfid_topic, verdict_topic
+from contract.topics import ALL_REOFFERS, frame_topic, reoffer_topic, rfid_topic, verdict_topic
 from devtools.local_mosquitto import LocalMosquitto
 from devtools.synthetic_stream import make_session
 from tests.cloud_bridge.helpers import bridge_config, publish_all, wait_until
-from tests.mqtt_helpers import connect
+from tests.mqtt_helpers import Collector, connect, subscribe_and_wait
 
 
 def test_a_session_cannot_be_taken_over_by_another_device_or_patient_even_after_a_restart(
@@ -112,3 +113,36 @@ def test_only_verdicts_with_provenance_are_stored_and_early_ones_wait_for_their_
     assert [(v.seq, v.flagged, v.patient_ref, v.model_version, v.node_id) for v in stored] == [
         (v.seq, v.flagged, v.patient_ref, v.model_version, v.node_id) for v in (v0, v1, v2)
     ]
+
+
+def test_a_frame_without_a_verdict_is_offered_again_until_one_verdict_is_stored(
+    mosquitto: LocalMosquitto, bridge_dir: Path
+) -> None:
+    config = bridge_config(bridge_dir, mosquitto.url, provenance={"reoffer_s": 1.0, "max_reoffers": 5})
+    s = make_session("reoffer-a", 2, seed=21)
+    answered, orphan = s.frames
+    watcher = connect(mosquitto.url)
+    offers = Collector()
+    subscribe_and_wait(watcher, ALL_REOFFERS, offers)
+    publisher = connect(mosquitto.url)
+    bridge = Bridge(config).start()
+    try:
+        publish_all(publisher, [(rfid_topic("reoffer-a"), encode_message(s.start))])
+        publish_all(publisher, [(frame_topic("reoffer-a"), encode_frame(f)) for f in s.frames])
+        publish_all(publisher, [(verdict_topic("reoffer-a"), encode_message(s.verdicts[0]))])
+        first = offers.wait_for(1, 10.0)[0]  # as an inference node that took over would see it
+        publish_all(publisher, [(verdict_topic("reoffer-a"), encode_message(s.verdicts[1]))])
+        assert bridge.wait_idle(20.0)
+        seen = len(offers.messages)
+        time.sleep(2.5)  # answered now: no more offers
+        after = len(offers.messages)
+    finally:
+        bridge.stop()
+        publisher.stop()
+        watcher.stop()
+    assert first.topic == reoffer_topic("reoffer-a")
+    assert first.payload == encode_frame(orphan)
+    assert all(m.payload != encode_frame(answered) for m in offers.messages)
+    assert after == seen
+    with Archive(config.archive.path) as archive:
+        assert [v.seq for v in archive.verdicts(s.session_id)] == [answered.seq, orphan.seq]
