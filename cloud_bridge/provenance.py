@@ -162,6 +162,18 @@ class Provenance:
         ]
         self._pending: list[StateWrite] = []
 
+    @property
+    def knows_owners(self) -> bool:
+        return bool(self._owners)
+
+    def seed_owners(self, conn: sqlite3.Connection, owners: list[tuple[str, str, str]]) -> None:
+        """A queue file from before ownership was kept: take the owners the archive already has."""
+        if self._owners:
+            return
+        conn.executemany("INSERT OR IGNORE INTO session_owners VALUES (?, ?, ?)", owners)
+        for session_id, device_id, patient_ref in owners:
+            self._owners.setdefault(session_id, (device_id, patient_ref))
+
     # -- decisions -------------------------------------------------------------------------
     def decide(self, kind: str, decoded: Decoded, item: NewItem) -> Decision:
         if kind == Kind.RFID and isinstance(decoded, RfidEvent):

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from cloud_bridge.archive import Archive
 from cloud_bridge.archive_sink import ArchiveSink
 from cloud_bridge.channels import SUBSCRIPTIONS
 from cloud_bridge.config import BridgeConfig, SinkRetry
@@ -171,6 +172,10 @@ class Bridge:
                 max_reoffers=prov.max_reoffers,
             )
         )
+        if not provenance.knows_owners:
+            with Archive(cfg.archive.path) as archive:
+                owners = [(r.session_id, r.device_id, r.patient_ref) for r in archive.sessions() if r.patient_ref]
+            queue.with_writer(lambda conn: provenance.seed_owners(conn, owners))
         self.ingest = Ingest(
             self.queue,
             component=self.node_id,

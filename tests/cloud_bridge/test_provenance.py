@@ -66,6 +66,35 @@ def test_a_session_cannot_be_taken_over_by_another_device_or_patient_even_after_
         assert len(archive.frames(owner.session_id)) == 2  # the stray frame is not among them
 
 
+def test_a_queue_file_without_owners_takes_them_from_the_archive(mosquitto: LocalMosquitto, bridge_dir: Path) -> None:
+    config = bridge_config(bridge_dir, mosquitto.url)
+    owner = make_session("seed-a", 1, seed=31)
+    hijack = make_session("seed-b", 1, seed=32).start.model_copy(
+        update={"session_id": owner.session_id, "patient_ref": owner.patient_ref}
+    )
+    publisher = connect(mosquitto.url)
+    bridge = Bridge(config).start()
+    try:
+        publish_all(publisher, owner.ordered_messages(with_end=False))
+        assert bridge.wait_idle(20.0)
+    finally:
+        bridge.stop()
+    for leftover in bridge_dir.glob("queue.sqlite*"):  # as a queue file of a bridge before ownership
+        leftover.unlink()
+    bridge = Bridge(config).start()
+    try:
+        publish_all(publisher, [(rfid_topic("seed-b"), encode_message(hijack))])
+        dead = wait_until(lambda: bridge.summary().dead_letters, bool, 15.0, "the hijack refused")
+        assert bridge.wait_idle(20.0)
+    finally:
+        bridge.stop()
+        publisher.stop()
+    assert dead == {"intake/session-owner": 1}
+    with Archive(config.archive.path) as archive:
+        record = archive.session(owner.session_id)
+        assert record is not None and record.device_id == "seed-a"
+
+
 def test_only_verdicts_with_provenance_are_stored_and_early_ones_wait_for_their_frame(
     mosquitto: LocalMosquitto, bridge_dir: Path
 ) -> None:
