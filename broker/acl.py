@@ -39,6 +39,7 @@ def service_rules(account: Account) -> list[tuple[str, str]]:
     if account.role is Role.INFERENCE:
         return [
             ("read", t.ALL_FRAMES),
+            ("read", t.ALL_REOFFERS),
             ("read", t.ADMIN_MODEL_TOPIC),
             ("write", t.ALL_VERDICTS),
             *own_node,
@@ -48,6 +49,7 @@ def service_rules(account: Account) -> list[tuple[str, str]]:
         return [
             ("read", f"{t.ROOT}/#"),
             ("write", t.ALL_SESSION_VERDICTS),
+            ("write", t.ALL_REOFFERS),
             *own_node,
             ("write", t.deadletter_topic("bridge")),
         ]

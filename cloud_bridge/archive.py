@@ -22,8 +22,10 @@ open), frames_reported (the device's frame count at session end), and the sessio
 frames (verdicts combined), probability, flagged, threshold, rule, model_version, verdict_ns
 (all None until the bridge has computed it; `has_verdict` says whether it has).
 
-Tables (`SCHEMA_SQL`): `sessions` (PK session_id), `verdicts` (PK device_id, seq), `frames`
-(PK device_id, seq; pixels are int16 centi-degrees C, little-endian, row-major, zlib-compressed).
+Tables (`SCHEMA_SQL`): `sessions` (PK session_id), `verdicts` (PK device_id, incarnation, seq),
+`frames` (PK device_id, incarnation, seq: a re-imaged device starts its seq at 0 again; pixels
+are int16 centi-degrees C, little-endian, row-major, zlib-compressed). Version-1 files (keyed
+device_id, seq) are migrated on the writer's open, their rows under the legacy incarnation.
 
 The archive holds results of a screening aid, not a diagnosis.
 """
@@ -40,9 +42,10 @@ from types import TracebackType
 import numpy as np
 import numpy.typing as npt
 
+from contract.ids import LEGACY_INCARNATION
 from contract.messages import Verdict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The label of a `Verdict` rebuilt from an archive row (the archive does not store labels).
 ARCHIVED_LABEL = "archived"
 
@@ -76,7 +79,8 @@ CREATE TABLE IF NOT EXISTS verdicts (
     model_version TEXT NOT NULL,
     node_id       TEXT NOT NULL,
     latency_ms    REAL NOT NULL,
-    PRIMARY KEY (device_id, seq)
+    incarnation   TEXT NOT NULL DEFAULT '0000000000000000',
+    PRIMARY KEY (device_id, incarnation, seq)
 );
 CREATE INDEX IF NOT EXISTS verdicts_session ON verdicts (session_id, capture_ns);
 CREATE TABLE IF NOT EXISTS frames (
@@ -89,7 +93,8 @@ CREATE TABLE IF NOT EXISTS frames (
     cols        INTEGER NOT NULL,
     ambient_c   REAL NOT NULL,
     centi_zlib  BLOB NOT NULL,
-    PRIMARY KEY (device_id, seq)
+    incarnation TEXT NOT NULL DEFAULT '0000000000000000',
+    PRIMARY KEY (device_id, incarnation, seq)
 );
 CREATE INDEX IF NOT EXISTS frames_session ON frames (session_id, capture_ns);
 """
@@ -149,6 +154,7 @@ class VerdictRecord:
     model_version: str
     node_id: str
     latency_ms: float
+    incarnation: str = LEGACY_INCARNATION
 
     def as_verdict(self) -> Verdict:
         """The contract's `Verdict` of this row (the session rule's input). The archive keeps no
@@ -166,6 +172,7 @@ class VerdictRecord:
             model_version=self.model_version,
             node_id=self.node_id,
             latency_ms=self.latency_ms,
+            incarnation=self.incarnation,
         )
 
 
@@ -196,6 +203,7 @@ class ArchivedFrame:
     cols: int
     ambient_c: float
     centi_zlib: bytes
+    incarnation: str = LEGACY_INCARNATION
 
 
 def compress_centi(centi: npt.NDArray[np.int16]) -> bytes:
@@ -220,7 +228,7 @@ _SESSION_COLUMNS = (
 )
 _VERDICT_COLUMNS = (
     "device_id, seq, session_id, patient_ref, capture_ns, probability, flagged, threshold, "
-    "model_version, node_id, latency_ms"
+    "model_version, node_id, latency_ms, incarnation"
 )
 
 
@@ -245,7 +253,7 @@ def _session(row: tuple[object, ...]) -> SessionRecord:
 
 
 def _verdict(row: tuple[object, ...]) -> VerdictRecord:
-    (dev, seq, sid, pref, cap, prob, flagged, thr, mv, node, lat) = row
+    (dev, seq, sid, pref, cap, prob, flagged, thr, mv, node, lat, inc) = row
     return VerdictRecord(
         device_id=str(dev),
         seq=seq_from_sql(int(seq)),  # type: ignore[call-overload]
@@ -258,6 +266,7 @@ def _verdict(row: tuple[object, ...]) -> VerdictRecord:
         model_version=str(mv),
         node_id=str(node),
         latency_ms=float(lat),  # type: ignore[arg-type]
+        incarnation=str(inc),
     )
 
 
@@ -276,6 +285,7 @@ def connect_archive(path: str | Path, *, readonly: bool) -> sqlite3.Connection:
             # FULL: the queue forgets an item once the archive confirmed it, so the rows must
             # be on disk by then, not only in the OS cache.
             conn.execute("PRAGMA synchronous=FULL")
+            _migrate(conn)
             conn.executescript(SCHEMA_SQL)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.commit()
@@ -285,6 +295,35 @@ def connect_archive(path: str | Path, *, readonly: bool) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise ArchiveError(f"{p}: not a thermoscreen archive: {exc}") from None
     return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Version 1 archives keyed frames and verdicts by (device, seq): rebuild those two tables
+    keyed by (device, incarnation, seq), their rows under the legacy incarnation. One transaction."""
+    tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    old = [
+        t
+        for t in ("verdicts", "frames")
+        if t in tables and "incarnation" not in {str(c[1]) for c in conn.execute(f"PRAGMA table_info({t})")}
+    ]
+    if not old:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table in old:
+            conn.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
+            conn.execute(f"DROP INDEX IF EXISTS {table}_session")
+        for statement in SCHEMA_SQL.split(";"):  # not executescript: it would commit half a migration
+            if statement.strip():
+                conn.execute(statement)
+        for table in old:
+            columns = ", ".join(str(c[1]) for c in conn.execute(f"PRAGMA table_info({table}_v1)"))
+            conn.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_v1")
+            conn.execute(f"DROP TABLE {table}_v1")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class Archive:
@@ -375,8 +414,9 @@ class Archive:
     def put_session_start(self, *, session_id: str, device_id: str, patient_ref: str, started_ns: int) -> None:
         self._conn.execute(
             "INSERT INTO sessions (session_id, device_id, patient_ref, started_ns) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (session_id) DO UPDATE SET started_ns = excluded.started_ns, "
-            "device_id = excluded.device_id, patient_ref = excluded.patient_ref",
+            "ON CONFLICT (session_id) DO UPDATE SET started_ns = excluded.started_ns "
+            # A session is never handed to another device or patient (intake refuses that too).
+            "WHERE sessions.device_id = excluded.device_id AND sessions.patient_ref IS excluded.patient_ref",
             (session_id, device_id, patient_ref, started_ns),
         )
 
@@ -434,7 +474,7 @@ class Archive:
 
     def put_verdicts(self, verdicts: Iterable[VerdictRecord]) -> None:
         self._conn.executemany(
-            f"INSERT OR REPLACE INTO verdicts ({_VERDICT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO verdicts ({_VERDICT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     v.device_id,
@@ -448,6 +488,7 @@ class Archive:
                     v.model_version,
                     v.node_id,
                     v.latency_ms,
+                    v.incarnation,
                 )
                 for v in verdicts
             ],
@@ -456,7 +497,7 @@ class Archive:
     def put_frames(self, frames: Iterable[ArchivedFrame]) -> None:
         self._conn.executemany(
             "INSERT OR REPLACE INTO frames (device_id, seq, session_id, patient_ref, capture_ns, rows, cols, "
-            "ambient_c, centi_zlib) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "ambient_c, centi_zlib, incarnation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     f.device_id,
@@ -468,6 +509,7 @@ class Archive:
                     f.cols,
                     f.ambient_c,
                     f.centi_zlib,
+                    f.incarnation,
                 )
                 for f in frames
             ],

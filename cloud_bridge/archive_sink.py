@@ -86,6 +86,7 @@ class ArchiveSink:
                     n_cols,
                     frame.ambient_c,
                     compress_centi(frame.centi),
+                    frame.incarnation,
                 )
             )
         return 0
@@ -105,6 +106,7 @@ class ArchiveSink:
                 v.model_version,
                 v.node_id,
                 v.latency_ms,
+                v.incarnation,
             )
         )
         return 0

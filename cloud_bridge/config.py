@@ -127,6 +127,32 @@ class SessionSettings(BaseModel):
     max_wait_s: float = Field(default=120.0, ge=0)
 
 
+def _shipped_models() -> list[str]:
+    from cloud_bridge.provenance import shipped_model_version
+
+    return [shipped_model_version()]
+
+
+class ProvenanceSettings(BaseModel):
+    """Which verdicts the bridge stores (`provenance`): approved models, and how early ones wait."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Model versions whose verdicts this site stores; by default the shipped model's.
+    approved_models: list[str] = Field(default_factory=_shipped_models, min_length=1)
+    #: A verdict that arrives before its frame waits this long for it, then is a dead letter.
+    hold_s: float = Field(default=10.0, ge=0)
+    #: Verdicts waiting for their frame at most (beyond it they are dead letters at once).
+    max_held: int = Field(default=10_000, ge=0)
+    #: Frame keys (for matching and one verdict per frame) are remembered this long.
+    frame_memory_s: float = Field(default=3600.0, gt=0)
+    #: A frame without a verdict this long is offered to the inference nodes again (its node may
+    #: have died with it) on `thermo/v1/reoffer/<device>/frame`; 0 = never.
+    reoffer_s: float = Field(default=30.0, ge=0)
+    #: Offers of one frame at most.
+    max_reoffers: int = Field(default=3, ge=0)
+
+
 class BridgeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -146,6 +172,7 @@ class BridgeConfig(BaseModel):
     influx: InfluxSettings = InfluxSettings()
     firestore: FirestoreSettings = FirestoreSettings()
     sessions: SessionSettings = SessionSettings()
+    provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
 
     @model_validator(mode="before")
     @classmethod

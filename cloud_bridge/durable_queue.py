@@ -22,10 +22,12 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -235,9 +237,18 @@ class DurableQueue:
         return sorted(self._cursors)
 
     # -- writing ---------------------------------------------------------------------------
-    def append(self, items: Sequence[NewItem], dead: Sequence[DeadItem] = ()) -> int:
-        """Commit `items` and `dead` letters durably (one transaction); returns how many items the limit dropped."""
-        if not items and not dead:
+    def append(
+        self,
+        items: Sequence[NewItem],
+        dead: Sequence[DeadItem] = (),
+        state: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> int:
+        """Commit `items` and `dead` letters durably (one transaction); returns how many items the limit dropped.
+
+        `state` writes intake state (session owners, frame keys: `provenance`) in the same
+        transaction, so that state never claims an item that was not committed.
+        """
+        if not items and not dead and state is None:
             return 0
         with self._lock:
             rows, refused = self._within_quota_locked(items)
@@ -267,6 +278,8 @@ class DurableQueue:
                 for source, n in refused.items():
                     self._bump_locked(_QUOTA_PREFIX + source, n)
                 added = self._dead_letters_locked(dead)
+                if state is not None:
+                    state(self._w)
             self._count_dead(added)
             self._dropped += dropped
             for source, n in refused.items():
@@ -325,6 +338,11 @@ class DurableQueue:
         ).fetchall()
         for source, count, size in rows:
             self._add_pending(str(source), sign * int(count), sign * int(size))
+
+    def with_writer(self, use: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `use` on the writer connection (setting up tables of the queue file's other users)."""
+        with self._lock:
+            return use(self._w)
 
     def dead_letter(self, dead: Sequence[DeadItem]) -> None:
         """Commit dead letters durably (a sink's refused items) before their batch is confirmed."""

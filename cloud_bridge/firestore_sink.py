@@ -33,6 +33,7 @@ from cloud_bridge.durable_queue import QueuedItem
 from cloud_bridge.sink import PermanentSinkError, SinkError
 from contract.errors import ContractError
 from contract.frame import Frame
+from contract.ids import LEGACY_INCARNATION
 from contract.messages import RfidEvent, RfidEventKind, Verdict
 
 #: Firestore allows at most 500 writes per batch commit.
@@ -43,9 +44,16 @@ _I64_MAX = 2**63 - 1
 _app_counter = itertools.count()
 
 
-def frame_doc_id(device_id: str, seq: int) -> str:
-    """The frame's document id: device and zero-padded sequence (sorts in capture order)."""
-    return f"{device_id}-{seq:020d}"
+def frame_doc_id(device_id: str, seq: int, incarnation: str = LEGACY_INCARNATION) -> str:
+    """The frame's document id: device, incarnation and zero-padded sequence (sorts in capture order).
+
+    A legacy-incarnation frame keeps the id it had before incarnations (existing documents stay
+    where they are); any other gets its incarnation in the id, so a re-imaged device's seq 0 is
+    another document than its first incarnation's seq 0.
+    """
+    if incarnation == LEGACY_INCARNATION:
+        return f"{device_id}-{seq:020d}"
+    return f"{device_id}-{incarnation}-{seq:020d}"
 
 
 def _int(value: int) -> int | str:
@@ -63,6 +71,7 @@ def _frame_writes(frame: Frame, store_frames: bool, array_union: Any) -> list[Wr
     data = {
         "device_id": frame.device_id,
         "seq": _int(frame.seq),
+        "incarnation": frame.incarnation,
         "session_id": frame.session_id,
         "patient_ref": frame.patient_ref,
         "capture_ns": frame.capture_ns,
@@ -72,7 +81,7 @@ def _frame_writes(frame: Frame, store_frames: bool, array_union: Any) -> list[Wr
         "encoding": FRAME_ENCODING,
         "temperatures": compress_centi(frame.centi),
     }
-    return [("frames", frame_doc_id(frame.device_id, frame.seq), data)]
+    return [("frames", frame_doc_id(frame.device_id, frame.seq, frame.incarnation), data)]
 
 
 def _verdict_writes(v: Verdict, store_frames: bool, array_union: Any) -> list[Write]:
@@ -88,12 +97,13 @@ def _verdict_writes(v: Verdict, store_frames: bool, array_union: Any) -> list[Wr
     data = {
         "device_id": v.device_id,
         "seq": _int(v.seq),
+        "incarnation": v.incarnation,
         "session_id": v.session_id,
         "patient_ref": v.patient_ref,
         "capture_ns": v.capture_ns,
         "verdict": verdict,
     }
-    return [("frames", frame_doc_id(v.device_id, v.seq), data)]
+    return [("frames", frame_doc_id(v.device_id, v.seq, v.incarnation), data)]
 
 
 def _rfid_writes(event: RfidEvent, store_frames: bool, array_union: Any) -> list[Write]:

@@ -21,9 +21,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from cloud_bridge.channels import decode_item
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DeadItem, DurableQueue, NewItem
 from cloud_bridge.intake import Accepted, Rejected, RejectReason, classify
+from cloud_bridge.provenance import Provenance, Refused
 from contract.messages import DeadLetter
 from transport.connection import Message
 
@@ -57,8 +59,15 @@ class Ingest:
         publish_deadletter: PublishDeadLetter,
         max_inbox: int = 20_000,
         decoded: DecodedCache | None = None,
+        provenance: Provenance | None = None,
+        reoffer: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self._queue = queue
+        self._reoffer = reoffer
+        self._next_reoffer_ns = 0
+        #: Frames offered to the inference nodes again (no verdict came in time).
+        self.reoffered = 0
+        self._provenance = provenance
         self._component = component
         self._batch = batch
         self._max_inbox = max_inbox
@@ -123,8 +132,12 @@ class Ingest:
             if not batch:
                 if self._stop.is_set():
                     return
+                if self._provenance is not None and self._provenance.held:
+                    self._process([])  # held verdicts may have timed out
+                self._offer_again()
                 continue
             self._process(batch)
+            self._offer_again()
 
     @property
     def alive(self) -> bool:
@@ -175,10 +188,14 @@ class Ingest:
             result = self._classify(message)
             if isinstance(result, Accepted):
                 source = source_of(message.topic)
-                items.append(NewItem(result.kind.value, message.topic, message.payload, now, source))
-                if self._decoded is not None:  # the sinks reuse what validation decoded
-                    self._decoded.put(result.kind.value, message.payload, result.decoded)
-                continue
+                item = NewItem(result.kind.value, message.topic, message.payload, now, source)
+                refused = self._admit(result, item, items, dead)
+                if refused is not None:
+                    result = Rejected(refused.detail, result.device_id, category=refused.reason)
+                else:
+                    if self._decoded is not None:  # the sinks reuse what validation decoded
+                        self._decoded.put(result.kind.value, message.payload, result.decoded)
+                    continue
             keep = self._within_letter_budget(source_of(message.topic), now)
             dead.append(
                 DeadItem(
@@ -201,10 +218,15 @@ class Ingest:
             else:
                 silent += 1
                 log.warning("ignored a malformed message on %s: %s", message.topic, result.reason)
+        if self._provenance is not None:
+            for late in self._provenance.expired(now):
+                dead.append(_refused_item(Refused(_NO_FRAME, "its frame did not arrive in time"), late))
+            self._provenance.forget_old(now)
+        state = self._provenance.take_writes() if self._provenance is not None else None
         failures = 0
         while True:
             try:
-                dropped = self._queue.append(items, dead)
+                dropped = self._queue.append(items, dead, state)
                 break
             except Exception as exc:
                 # Nothing is acknowledged: keep retrying (the broker still holds every message).
@@ -219,9 +241,51 @@ class Ingest:
                 log.exception("publishing a dead letter for %s failed", letter.topic)
         for message in batch:
             message.ack()
+        if not batch:
+            return
         with self._lock:
             self.received += len(batch)
             self.queued += len(items) - dropped
             self.dropped += dropped
             self.deadletters += len(letters)
             self.rejected_silently += silent
+
+    def _offer_again(self) -> None:
+        """Once a second: publish frames that got no verdict on their reoffer topic (after the commit
+        that admitted them, so a reoffered frame is always one the bridge holds)."""
+        now = time.time_ns()
+        if self._provenance is None or self._reoffer is None or now < self._next_reoffer_ns:
+            return
+        self._next_reoffer_ns = now + 1_000_000_000
+        for device_id, payload in self._provenance.due_reoffers(now):
+            try:
+                self._reoffer(device_id, payload)
+                self.reoffered += 1
+            except Exception:
+                log.exception("re-offering a frame of %s failed", device_id)
+
+    def _admit(self, accepted: Accepted, item: NewItem, items: list[NewItem], dead: list[DeadItem]) -> Refused | None:
+        """Apply the provenance rules: queue `item` (and verdicts its frame released), hold it, or refuse it."""
+        if self._provenance is None:
+            items.append(item)
+            return None
+        decision = self._provenance.decide(item.kind, accepted.decoded, item)
+        if decision.refused is not None:
+            return decision.refused
+        if not decision.held:
+            items.append(item)
+        for released in decision.released:
+            verdict = decode_item(released.kind, released.payload)
+            refused = self._provenance.check_released(verdict, released.payload)  # type: ignore[arg-type]
+            if refused is None:
+                items.append(released)
+            else:
+                dead.append(_refused_item(refused, released))
+        return None
+
+
+_NO_FRAME = RejectReason.VERDICT_NO_FRAME
+
+
+def _refused_item(refused: Refused, item: NewItem) -> DeadItem:
+    return DeadItem(INTAKE_STAGE, refused.reason.value, refused.detail, item.topic, item.payload, item.received_ns)

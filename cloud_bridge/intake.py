@@ -36,6 +36,13 @@ class RejectReason(StrEnum):
     RANGE = "range"
     #: The decoder failed with something else than ContractError (a bug or a parser limit).
     DECODER = "decoder"
+    #: Refused by the provenance rules (`provenance`): session ownership and verdict checks.
+    SESSION_OWNER = "session-owner"
+    VERDICT_FLAGGED = "verdict-flagged"
+    VERDICT_MODEL = "verdict-model"
+    VERDICT_NO_FRAME = "verdict-no-frame"
+    VERDICT_MISMATCH = "verdict-mismatch"
+    VERDICT_DUPLICATE = "verdict-duplicate"
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,19 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from cloud_bridge.archive import Archive
 from cloud_bridge.archive_sink import ArchiveSink
 from cloud_bridge.channels import SUBSCRIPTIONS
 from cloud_bridge.config import BridgeConfig, SinkRetry
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DurableQueue, SourceQuota
 from cloud_bridge.ingest import Ingest
+from cloud_bridge.provenance import Provenance
 from cloud_bridge.session_verdicts import STAGE_NAME, PendingSessionVerdicts
 from cloud_bridge.sink import Backoff, Sink, SinkWorker
 from cloud_bridge.verdict_publisher import SessionVerdictPublisher
 from contract.messages import DeadLetter, DeviceState, NodeMetrics, NodeRole, NodeStatus, encode_message
-from contract.topics import NodeChannel, deadletter_topic, node_topic
+from contract.topics import NodeChannel, deadletter_topic, node_topic, reoffer_topic
 from transport.connection import MqttConnection, PublishReceipt, Will
 
 log = logging.getLogger(__name__)
@@ -157,6 +159,23 @@ class Bridge:
                 linger_s=retry.linger_ms / 1000.0,
             ).start()
         self.sessions.start()
+        prov = cfg.provenance
+        queue = self.queue
+        provenance = queue.with_writer(
+            lambda conn: Provenance(
+                conn,
+                approved_models=frozenset(prov.approved_models),
+                hold_s=prov.hold_s,
+                max_held=prov.max_held,
+                frame_memory_s=prov.frame_memory_s,
+                reoffer_s=prov.reoffer_s,
+                max_reoffers=prov.max_reoffers,
+            )
+        )
+        if not provenance.knows_owners:
+            with Archive(cfg.archive.path) as archive:
+                owners = [(r.session_id, r.device_id, r.patient_ref) for r in archive.sessions() if r.patient_ref]
+            queue.with_writer(lambda conn: provenance.seed_owners(conn, owners))
         self.ingest = Ingest(
             self.queue,
             component=self.node_id,
@@ -164,6 +183,8 @@ class Bridge:
             max_inbox=cfg.queue.max_inbox,
             publish_deadletter=self._deadletter,
             decoded=decoded,
+            provenance=provenance,
+            reoffer=self._reoffer,
         ).start()
         # Handlers before connecting: a persistent session gets its queued messages right
         # after CONNACK, before any SUBSCRIBE of this connection.
@@ -242,6 +263,10 @@ class Bridge:
         return self.connection.publish(
             node_topic(self.node_id, NodeChannel.STATUS), self._status(state), qos=1, retain=True
         )
+
+    def _reoffer(self, device_id: str, payload: bytes) -> None:
+        if self.connection is not None:
+            self.connection.publish(reoffer_topic(device_id), payload, qos=1)
 
     def _deadletter(self, letter: DeadLetter) -> None:
         if self.connection is not None:

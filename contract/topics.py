@@ -56,6 +56,12 @@ def node_topic(node_id: str, channel: NodeChannel) -> str:
     return f"{ROOT}/nodes/{validate_node_id(node_id)}/{channel.value}"
 
 
+def reoffer_topic(device_id: str) -> str:
+    """A frame the bridge offers the inference nodes again (no verdict came): only the bridge writes here,
+    so it never needs to write a device's own topics."""
+    return f"{ROOT}/reoffer/{validate_device_id(device_id)}/{DeviceChannel.FRAME.value}"
+
+
 def deadletter_topic(component: str) -> str:
     return f"{ROOT}/deadletter/{validate_node_id(component)}"
 
@@ -72,6 +78,7 @@ ALL_SESSION_VERDICTS = f"{ROOT}/+/session_verdict"
 ALL_NODE_STATUS = f"{ROOT}/nodes/+/status"
 ALL_NODE_METRICS = f"{ROOT}/nodes/+/metrics"
 ALL_DEADLETTERS = f"{ROOT}/deadletter/+"
+ALL_REOFFERS = f"{ROOT}/reoffer/+/{DeviceChannel.FRAME.value}"
 
 
 def shared(group: str, topic_filter: str) -> str:
@@ -105,6 +112,10 @@ def parse_topic(topic: str) -> TopicInfo:
         if len(rest) != 2:
             raise ContractError(f"topic {topic!r}: expected {ROOT}/deadletter/<component>")
         return TopicInfo("deadletter", "deadletter", component=validate_node_id(rest[1]))
+    if rest[0] == "reoffer":  # a re-offered frame reads as its device's frame
+        if len(rest) != 3 or rest[2] != DeviceChannel.FRAME.value:
+            raise ContractError(f"topic {topic!r}: expected {ROOT}/reoffer/<device_id>/frame")
+        return TopicInfo("device", rest[2], device_id=validate_device_id(rest[1]))
     if rest[0] == "admin":
         if topic != ADMIN_MODEL_TOPIC:
             raise ContractError(f"topic {topic!r}: unknown admin topic")

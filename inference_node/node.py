@@ -53,6 +53,7 @@ from contract.model.model_runner import ModelRunner
 from contract.topics import (
     ADMIN_MODEL_TOPIC,
     ALL_FRAMES,
+    ALL_REOFFERS,
     NodeChannel,
     deadletter_topic,
     node_topic,
@@ -135,6 +136,7 @@ class InferenceNode:
         self._swap_adopted = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._frame_filter = shared(config.group, ALL_FRAMES)
+        self._reoffer_filter = shared(config.group, ALL_REOFFERS)  # frames the bridge offers again (no verdict)
         self._status_topic = node_topic(self.node_id, NodeChannel.STATUS)
         self._metrics_topic = node_topic(self.node_id, NodeChannel.METRICS)
         self._deadletter_topic = deadletter_topic(COMPONENT)
@@ -208,6 +210,7 @@ class InferenceNode:
         will = Will(self._status_topic, self._status_payload(DeviceState.OFFLINE, with_version=False), qos=1)
         conn = MqttConnection(cfg.mqtt, client_id=self.node_id, will=will, on_connect=self._on_connect)
         conn.subscribe(self._frame_filter, self._on_frame)
+        conn.subscribe(self._reoffer_filter, self._on_frame)
         conn.subscribe(ADMIN_MODEL_TOPIC, self._on_admin)
         self._conn = conn
         conn.start(wait=True)
@@ -241,6 +244,7 @@ class InferenceNode:
         self._started = False
         conn = self._conn
         unsub = conn.unsubscribe(self._frame_filter)
+        conn.unsubscribe(self._reoffer_filter)
         if conn.connected.is_set() and not unsub.wait(5.0):
             log.warning("no UNSUBACK from the broker; draining what arrived")
         self._draining.set()

@@ -18,7 +18,7 @@ from devtools.bench.common import in_workdir, progress_printer
 from devtools.local_mosquitto import LocalMosquitto
 from devtools.local_tsdb import LocalVictoriaMetrics, SeriesKey, compare_series
 from devtools.processes import ChildProcess
-from devtools.synthetic_stream import expected_series, make_session
+from devtools.synthetic_stream import MODEL_VERSION, expected_series, make_session
 from transport.connection import Message, MqttConnection, MqttSettings, PublishReceipt
 
 NODE_ID = "bench-bridge"
@@ -90,6 +90,7 @@ def _config(workdir: Path, broker_url: str, tsdb_url: str, rows_every: int) -> P
             "backoff_max_s": 1.0,
         },
         "sessions": {"grace_s": 1.0},
+        "provenance": {"approved_models": [MODEL_VERSION]},
     }
     config = component_toml.build(BridgeConfig, data, source="bench bridge config")
     return component_toml.write(workdir / "bridge.toml", config)

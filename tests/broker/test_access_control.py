@@ -357,3 +357,25 @@ def test_site_key_never_on_the_wire_or_in_the_log(secure_broker: SecureBroker) -
     log = secure_broker.log_text().encode()
     assert all(secret not in log for secret in secrets)
     assert dev.password.encode() not in log and admin.password.encode() not in log
+
+
+def test_only_the_bridge_reoffers_frames_and_the_inference_share_group_reads_them(secure_broker: SecureBroker) -> None:
+    a = secure_broker.add_device("pi-a")
+    bridge = secure_broker.add_service("bridge", "bridge")
+    inference = secure_broker.add_service("inference", "gpu-1")
+    conn_a, conn_b, conn_inf = secure_broker.connect(a), secure_broker.connect(bridge), secure_broker.connect(inference)
+    try:
+        offered = Collector()
+        subscribe_and_wait(conn_inf, t.shared("inference", t.ALL_REOFFERS), offered)
+        assert _publish(conn_b, t.reoffer_topic("pi-a"), _frame("pi-a", 3)) == 0
+        assert offered.wait_for(1)[0].topic == t.reoffer_topic("pi-a")
+        # Neither a device nor an inference node may offer frames (nor the bridge write a device's).
+        assert _publish(conn_a, t.reoffer_topic("pi-a"), _frame("pi-a", 4)) == NOT_AUTHORIZED
+        assert _publish(conn_inf, t.reoffer_topic("pi-a"), _frame("pi-a", 5)) == NOT_AUTHORIZED
+        assert _publish(conn_b, t.frame_topic("pi-a"), _frame("pi-a", 6)) == NOT_AUTHORIZED
+        time.sleep(0.3)
+        assert len(offered.messages) == 1
+    finally:
+        conn_a.stop()
+        conn_b.stop()
+        conn_inf.stop()

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 from cloud_bridge.archive import Archive
 from cloud_bridge.config import BridgeConfig
+from cloud_bridge.provenance import shipped_model_version
+from devtools.synthetic_stream import MODEL_VERSION as SYNTHETIC_MODEL
 from transport.config_file import validate_model
 from transport.connection import MqttConnection, PublishReceipt
 
@@ -31,6 +33,8 @@ def bridge_config(
             "backoff_max_s": 1.0,
         },
         "sessions": {"grace_s": 1.0, "max_wait_s": 5.0},
+        # The synthetic streams' model next to the shipped one.
+        "provenance": {"approved_models": [SYNTHETIC_MODEL, shipped_model_version()], "hold_s": 3.0},
     }
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}

@@ -15,6 +15,7 @@ from cloud_bridge.archive import Archive
 from contract.messages import DeviceState, NodeStatus, decode_message
 from devtools.local_mosquitto import LocalMosquitto
 from devtools.local_tsdb import LocalVictoriaMetrics
+from devtools.synthetic_stream import MODEL_VERSION as SYNTHETIC_MODEL
 from devtools.synthetic_stream import expected_points, make_session, session_verdict_points
 from tests.cloud_bridge.helpers import archive_counts, publish_all, wait_until
 from tests.mqtt_helpers import Collector, connect, subscribe_and_wait
@@ -48,6 +49,9 @@ backoff_max_s = 1.0
 
 [sessions]
 grace_s = 1.0
+
+[provenance]
+approved_models = ["{SYNTHETIC_MODEL}"]
 """,
         encoding="utf-8",
     )
