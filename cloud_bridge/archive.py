@@ -44,6 +44,7 @@ import numpy.typing as npt
 
 from contract.ids import LEGACY_INCARNATION
 from contract.messages import Verdict
+from transport.private_files import private_dir, private_file
 
 SCHEMA_VERSION = 2
 #: The label of a `Verdict` rebuilt from an archive row (the archive does not store labels).
@@ -279,7 +280,8 @@ def connect_archive(path: str | Path, *, readonly: bool) -> sqlite3.Connection:
                 raise ArchiveError(f"{p}: archive not found")
             conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
         else:
-            p.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(p.parent)
+            private_file(p)
             conn = sqlite3.connect(str(p), timeout=10.0, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: the queue forgets an item once the archive confirmed it, so the rows must

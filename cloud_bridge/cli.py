@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from transport import service_manager
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="bridge TOML config (see cloud_bridge/bridge.example.toml)")
@@ -63,11 +65,16 @@ def run(args: argparse.Namespace) -> int:
 
     bridge = Bridge(config, on_fatal=on_fatal).start()
     sinks = ", ".join(bridge.workers)
+    metrics = f"; Prometheus on port {bridge.prometheus_port}" if bridge.prometheus_port is not None else ""
     print(
-        f"bridge {config.bridge.node_id}: connected to {config.mqtt.url}; queue {config.queue.path}; sinks: {sinks}",
+        f"bridge {config.bridge.node_id}: connected to {config.mqtt.url}; queue {config.queue.path}; "
+        f"sinks: {sinks}{metrics}",
         file=sys.stderr,
         flush=True,
     )
+    # systemd (Type=notify): ready once subscribed; the watchdog pings while every thread is alive.
+    service_manager.ready(f"storing to {sinks}")
+    watchdog = service_manager.Watchdog(lambda: not bridge.dead_threads()).start()
     deadline = None if args.duration is None else time.monotonic() + args.duration
     next_progress = time.monotonic() + args.progress_s if args.progress_s > 0 else None
     while not stop.is_set():
@@ -87,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
             next_progress += args.progress_s
+    service_manager.stopping()
+    watchdog.stop()
     summary = bridge.stop()
     if args.json:
         print(json.dumps(summary.as_dict()))

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from transport.config_file import load_toml_model, validate_model
 from transport.connection import MqttSettings
+from transport.metrics_http import PrometheusSettings
 
 #: The bridge needs a persistent MQTT session so the broker keeps messages while it is down.
 BRIDGE_MQTT_DEFAULTS: dict[str, Any] = {
@@ -172,6 +173,8 @@ class BridgeConfig(BaseModel):
     influx: InfluxSettings = InfluxSettings()
     firestore: FirestoreSettings = FirestoreSettings()
     sessions: SessionSettings = SessionSettings()
+    #: `[metrics]`: Prometheus `/metrics` (off unless `prometheus_port` is set).
+    metrics: PrometheusSettings = PrometheusSettings()
     provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
 
     @model_validator(mode="before")

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from transport.private_files import private_dir, private_file
+
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -154,7 +156,8 @@ class DurableQueue:
         self.quota = quota
         self.drop_policy = drop_policy
         self._synchronous = synchronous.upper()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        private_file(self.path)
         self._lock = threading.Lock()
         self._new_data = threading.Condition(self._lock)
         self._local = threading.local()

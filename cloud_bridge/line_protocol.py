@@ -21,6 +21,7 @@ from cloud_bridge.channels import Decoded, Kind, SessionClosed, SessionOutcome, 
 from cloud_bridge.frame_stats import frame_stats
 from contract import timeseries as schema
 from contract.frame import MAX_PIXEL_CENTI, MIN_PIXEL_CENTI, Frame
+from contract.ids import LEGACY_INCARNATION
 from contract.messages import (
     DeadLetter,
     DeviceState,
@@ -71,10 +72,20 @@ def _ids(device_id: str, patient_ref: str | None, session_id: str | None) -> dic
     return {"device_id": device_id, "patient_ref": patient_ref, "session_id": session_id}
 
 
+def _frame_ids(
+    device_id: str, incarnation: str, patient_ref: str | None, session_id: str | None
+) -> dict[str, str | None]:
+    """A frame's series: its device incarnation is part of its identity (a re-imaged device counts seq
+    from 0 again). Legacy (pre-incarnation) frames keep the tag out, so their series are unchanged."""
+    ids = _ids(device_id, patient_ref, session_id)
+    ids["incarnation"] = None if incarnation == LEGACY_INCARNATION else incarnation
+    return ids
+
+
 def frame_lines(frame: Frame, *, rows_every: int) -> list[str]:
     """`frame_stats` for every frame, plus `frame_row` points for sampled 24x32 frames."""
     stats = frame_stats(frame.centi)
-    ids = _ids(frame.device_id, frame.patient_ref, frame.session_id)
+    ids = _frame_ids(frame.device_id, frame.incarnation, frame.patient_ref, frame.session_id)
     lines = [
         point(
             schema.FRAME_STATS,
@@ -94,7 +105,7 @@ def frame_lines(frame: Frame, *, rows_every: int) -> list[str]:
     ]
     if rows_every > 0 and frame.seq % rows_every == 0 and frame.shape == (schema.PIXEL_ROWS, schema.PIXEL_COLS):
         # Sampling on seq (not on a counter) keeps the choice identical for a redelivered frame.
-        # Tags sorted by key (InfluxDB's preference): device_id, patient_ref, row, session_id.
+        # Tags sorted by key (InfluxDB's preference): device_id, incarnation, patient_ref, row, session_id.
         before = "".join(f",{k}={v}" for k, v in sorted(ids.items()) if v and k < "row")
         after = "".join(f",{k}={v}" for k, v in sorted(ids.items()) if v and k > "row")
         # Formatting 768 floats one by one cost ~600 us per frame; a lookup table of the
@@ -110,7 +121,7 @@ def frame_lines(frame: Frame, *, rows_every: int) -> list[str]:
 def verdict_line(v: Verdict) -> str:
     return point(
         schema.VERDICT,
-        _ids(v.device_id, v.patient_ref, v.session_id),
+        _frame_ids(v.device_id, v.incarnation, v.patient_ref, v.session_id),
         {
             "probability": v.probability,
             "flagged": float(v.flagged),

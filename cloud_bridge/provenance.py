@@ -24,17 +24,13 @@ import hashlib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cloud_bridge.channels import Decoded, Kind
 from cloud_bridge.durable_queue import NewItem
 from cloud_bridge.intake import RejectReason
 from contract.frame import Frame
 from contract.messages import RfidEvent, Verdict
-from contract.model.manifest import load_manifest
-
-#: The shipped model's directory (read through `shipped_model_version`, the one place to repoint).
-SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "thermal"
+from contract.model import shipped
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS session_owners (
@@ -66,7 +62,7 @@ CREATE TABLE IF NOT EXISTS held_verdicts (
 
 def shipped_model_version() -> str:
     """The version of the model this release ships (the default of `approved_models`)."""
-    return load_manifest(SHIPPED_MODEL_DIR, verify=False).version
+    return shipped.shipped_model_version()
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,16 @@ from cloud_bridge.archive_sink import ArchiveSink
 from cloud_bridge.channels import SUBSCRIPTIONS
 from cloud_bridge.config import BridgeConfig, SinkRetry
 from cloud_bridge.decoded_cache import DecodedCache
-from cloud_bridge.durable_queue import DurableQueue, SourceQuota
+from cloud_bridge.durable_queue import DurableQueue, QueueStats, SourceQuota
 from cloud_bridge.ingest import Ingest
 from cloud_bridge.provenance import Provenance
 from cloud_bridge.session_verdicts import STAGE_NAME, PendingSessionVerdicts
-from cloud_bridge.sink import Backoff, Sink, SinkWorker
+from cloud_bridge.sink import Backoff, Sink, SinkCounters, SinkWorker
 from cloud_bridge.verdict_publisher import SessionVerdictPublisher
 from contract.messages import DeadLetter, DeviceState, NodeMetrics, NodeRole, NodeStatus, encode_message
 from contract.topics import NodeChannel, deadletter_topic, node_topic, reoffer_topic
 from transport.connection import MqttConnection, PublishReceipt, Will
+from transport.metrics_http import MetricsServer, start_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class Bridge:
         self._metrics_stop = threading.Event()
         self._metrics_thread: threading.Thread | None = None
         self._last_rate: tuple[float, int] = (time.monotonic(), 0)
+        self.prometheus: MetricsServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> Bridge:
@@ -204,7 +206,40 @@ class Bridge:
         self._metrics_thread.start()
         self._watchdog = threading.Thread(target=self._watch, name="bridge-watchdog", daemon=True)
         self._watchdog.start()
+        self._start_prometheus()
         return self
+
+    def _start_prometheus(self) -> None:
+        if self.config.metrics.prometheus_port is None:
+            return
+        from prometheus_client.registry import CollectorRegistry
+
+        from cloud_bridge.prometheus import BridgeCollector
+
+        registry = CollectorRegistry()
+        registry.register(BridgeCollector(self))
+        try:
+            self.prometheus = start_metrics_server(self.config.metrics, registry)
+        except OSError as exc:
+            self.stop()
+            where = f"{self.config.metrics.prometheus_bind}:{self.config.metrics.prometheus_port}"
+            raise OSError(f"cannot serve Prometheus metrics on {where}: {exc.strerror or exc}") from None
+
+    @property
+    def prometheus_port(self) -> int | None:
+        return self.prometheus.port if self.prometheus is not None else None
+
+    # -- what a Prometheus scrape reads (counters only: the MQTT rate window is left alone) --
+    def queue_stats(self) -> QueueStats:
+        assert self.queue is not None
+        return self.queue.stats()
+
+    def ingest_totals(self) -> tuple[int, int, int]:
+        ingest = self.ingest
+        return (ingest.received, ingest.queued, ingest.deadletters) if ingest is not None else (0, 0, 0)
+
+    def sink_counters(self) -> dict[str, SinkCounters]:
+        return {name: worker.counters() for name, worker in self.workers.items()}
 
     def dead_threads(self) -> list[str]:
         """Names of the bridge's threads that are no longer running."""
@@ -226,6 +261,9 @@ class Bridge:
 
     def stop(self) -> BridgeSummary:
         """Graceful stop: commit and ack what arrived, let sinks drain briefly, go offline."""
+        if self.prometheus is not None:
+            self.prometheus.stop()
+            self.prometheus = None
         self._metrics_stop.set()
         if self._metrics_thread is not None:
             self._metrics_thread.join(5.0)

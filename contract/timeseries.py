@@ -31,7 +31,7 @@ VERDICT = Measurement(
     name="verdict",
     doc="One point per frame verdict from an inference node.",
     timestamp="frame capture time",
-    tags=("device_id", "patient_ref", "session_id"),
+    tags=("device_id", "incarnation", "patient_ref", "session_id"),
     fields={
         "probability": "model probability of the positive class, 0..1",
         "flagged": "1 if probability >= threshold (refer for follow-up), else 0",
@@ -45,7 +45,7 @@ FRAME_STATS = Measurement(
     name="frame_stats",
     doc="Summary statistics of every thermal frame.",
     timestamp="frame capture time",
-    tags=("device_id", "patient_ref", "session_id"),
+    tags=("device_id", "incarnation", "patient_ref", "session_id"),
     fields={
         "min_c": "minimum pixel temperature, C",
         "max_c": "maximum pixel temperature, C",
@@ -65,7 +65,7 @@ FRAME_ROW = Measurement(
         f"fields c00..c{PIXEL_COLS - 1:02d}: what the doctor's heatmap panel draws."
     ),
     timestamp="frame capture time",
-    tags=("device_id", "patient_ref", "session_id", "row"),
+    tags=("device_id", "incarnation", "patient_ref", "session_id", "row"),
     fields={f"c{c:02d}": f"pixel temperature of column {c}, C" for c in range(PIXEL_COLS)},
 )
 

@@ -8,8 +8,8 @@ a reason (the queue's dead-letter table and a published DeadLetter), no componen
 same holds after the bridge restarts with hostile messages retained or queued for it.
 
 Well-formed messages that name another device's session (`test_another_devices_session_id_*`)
-are accepted today: those cases are xfail(strict=True) with the defect in the reason, to be
-flipped when the bridge checks session ownership. Runtime: about 10 s with one stack.
+are dead-lettered (`session-owner`) and change nothing stored: the bridge keeps each session's
+owning device and patient (cloud_bridge/provenance.py). Runtime: about 10 s with one stack.
 """
 
 from __future__ import annotations
@@ -322,29 +322,9 @@ def _wait(check: Callable[[], list[str]], timeout: float) -> list[str]:
 
 #: Found by this suite: the bridge's ownership check (`cloud_bridge.channels._device_owns`) compares
 #: only the payload's device id with the topic's, never whose session a session id is.
-_NOT_DEAD_LETTERED = (
-    "defect: a well-formed rfid {event} from evil-1 naming good-1's open session is accepted at intake "
-    "(no dead-letter row, no DeadLetter; _device_owns checks only device_id, not the session's owner); "
-    "the archive keeps good-1's session record intact"
-)
-_FRAME_MIXED = (
-    "defect: a valid frame of evil-1 carrying good-1's session id is accepted and archived under that "
-    "session (frames.session_id = good-1's), mixing a hostile frame into good-1's screening; no dead letter"
-)
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            "rfid_end", marks=pytest.mark.xfail(strict=True, reason=_NOT_DEAD_LETTERED.format(event="session_end"))
-        ),
-        pytest.param(
-            "rfid_start", marks=pytest.mark.xfail(strict=True, reason=_NOT_DEAD_LETTERED.format(event="session_start"))
-        ),
-        pytest.param("frame", marks=pytest.mark.xfail(strict=True, reason=_FRAME_MIXED)),
-    ],
-)
+@pytest.mark.parametrize("kind", ["rfid_end", "rfid_start", "frame"])
 def test_another_devices_session_id_is_dead_lettered(
     hostile_stack: LocalStack, devices: Devices, expected: Expected, kind: str
 ) -> None:
