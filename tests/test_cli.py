@@ -67,11 +67,21 @@ def test_decode_missing_file_is_one_line(tmp_path: Path) -> None:
 
 
 def test_version_names_package_contract_and_shipped_model() -> None:
+    from importlib.metadata import version
+
+    from contract import PROTOCOL_VERSION
+    from contract.frame import FORMAT_VERSION
+    from contract.messages import MESSAGE_VERSION
     from contract.model.shipped import shipped_model_version
 
     out = run_cli("--version")
     assert out.returncode == 0, out.stderr.decode()
     lines = out.stdout.decode().strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("thermoscreen 0.1.0 contract v1 (frame format 1, message format 1)")
+    expected = (
+        f"thermoscreen {version('thermoscreen')} contract v{PROTOCOL_VERSION} "
+        f"(frame format {FORMAT_VERSION}, message format {MESSAGE_VERSION})"
+    )
+    assert lines[0].startswith(expected), lines[0]
+    assert FORMAT_VERSION == 2 and MESSAGE_VERSION == 2  # device incarnations (docs/protocol.md)
     assert lines[0].endswith(f"shipped model {shipped_model_version()}")

@@ -50,6 +50,9 @@ from devtools.local_mosquitto import free_port
 from devtools.local_tsdb import LocalVictoriaMetrics
 from devtools.stack import BRIDGE_NODE_ID, LocalStack, StackOptions
 
+#: The bridge's re-offer delay in the bench, and how long a scenario waits for re-offered verdicts.
+REOFFER_S = 3.0
+REOFFER_WAIT_S = 4 * REOFFER_S + 5.0
 #: How often recovery and landing are checked (reads the archive and exports from the TSDB).
 POLL_S = 0.25
 #: Bad payloads at --duration-scale 1 (six kinds in turn); at least two of each kind always.
@@ -127,6 +130,8 @@ def _run(options: FaultOptions, workdir: Path, progress: Progress) -> dict[str, 
         metrics_interval_s=2.0,
         # Sensors connect through the cuttable relay; load-generator devices straight to the broker.
         sensor_overrides={"mqtt.url": f"mqtts://127.0.0.1:{relay_port}"},
+        # Frames a killed node held are offered again after REOFFER_S (30 s in production).
+        bridge_overrides={"provenance.reoffer_s": REOFFER_S},
     )
     progress("starting the stack: secured Mosquitto, 2 inference nodes, bridge, VictoriaMetrics")
     results = []
@@ -211,9 +216,7 @@ def _scenario(
     archive, tsdb = _wait_landed(stack, offered, options.land_timeout_s)
     out = _counts(sc, offered, archive, tsdb, stack)
     everyone = [*offered, *([ctx.hostile.device_id] if ctx.hostile else [])]
-    out["frames_without_verdict"] = without_verdict(
-        archive_frames(stack.archive_path, everyone), archive_verdicts(stack.archive_path, everyone)
-    )
+    out["frames_without_verdict"] = _wait_verdicts(stack, everyone, timeout=REOFFER_WAIT_S)
     out.update({k: v for k, v in ctx.notes.items() if k != "victim"})
     if sc.name == SESSION_REPLAY:
         out.update(_replay_checks(stack, ctx.notes["victim"]))
@@ -303,6 +306,18 @@ def _offered_keys(stored: StoredFrames, device: str, offered: Offered) -> set[Fr
 
 def _landed_count(stored: StoredFrames, device: str, offered: Offered) -> int:
     return len(_offered_keys(stored, device, offered))
+
+
+def _wait_verdicts(stack: LocalStack, devices: list[str], timeout: float) -> int:
+    """Frames in the archive without a stored verdict, once the bridge's re-offers had time to work."""
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = without_verdict(
+            archive_frames(stack.archive_path, devices), archive_verdicts(stack.archive_path, devices)
+        )
+        if missing == 0 or time.monotonic() > deadline:
+            return missing
+        time.sleep(POLL_S)
 
 
 def _wait_landed(stack: LocalStack, offered: dict[str, Offered], timeout: float) -> tuple[StoredFrames, StoredFrames]:

@@ -25,15 +25,9 @@ SCENARIOS = [
     "session_replay",
     "hostile_flood",
 ]
-#: Scenarios whose fix is not merged yet: the test reports their figures but does not assert the goals.
-#: device_reimage needs the device incarnation (wave2-incarnation): today the re-imaged device's new seqs
-#: overwrite its old frames. session_replay needs session ownership (wave2-provenance): today another
-#: device's frames land under the victim's session. Empty this set once both are merged.
-KNOWN_OPEN = {"device_reimage", "session_replay"}
-#: Scenarios whose frames_without_verdict is reported but not yet asserted: a frame in flight at a killed
-#: node or a restarted broker can keep no verdict until the bridge re-offers such frames (wave2-provenance;
-#: measured 1 of 51 in inference_kill). Empty this set once that is merged.
-KNOWN_OPEN_VERDICTS = {"broker_restart", "inference_kill"}
+#: Scenarios reported but not asserted (none: incarnations, session ownership and re-offers are merged).
+KNOWN_OPEN: set[str] = set()
+KNOWN_OPEN_VERDICTS: set[str] = set()
 #: Fields every scenario reports.
 FIELDS = ("offered", "stored", "lost", "duplicates", "frames_without_verdict", "stored_archive", "stored_tsdb")
 
