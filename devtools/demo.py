@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -131,6 +132,7 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     stack = LocalStack(settings.workdir, options)
     started = time.monotonic()
+    started_wall = time.time()
     try:
         stack.start()
         _say(f"all online after {time.monotonic() - started:.1f} s; {stack.describe()}")
@@ -153,10 +155,39 @@ def run_demo(args: argparse.Namespace) -> int:
     from cloud_bridge.report import write_report
 
     reported = write_report(stack.archive_path, None, settings.report, now_ns=time.time_ns())
-    return _summarise(settings, stack, result, len(reported), shown_s)
+    first = _first_verdict_s(stack.monitor.first_verdict_at, started_wall)
+    return _summarise(settings, stack, result, len(reported), shown_s, first_verdict=first)
 
 
-def _summarise(settings: DemoSettings, stack: LocalStack, result: ShutdownReport, reported: int, shown_s: float) -> int:
+#: Set by `make demo` to the time it started (seconds since the epoch), so the time to the first
+#: verdict includes building the environment on a fresh clone.
+MAKE_START_ENV = "THERMOSCREEN_DEMO_T0"
+
+
+def _first_verdict_s(first_at: float | None, demo_started: float) -> dict[str, float | None]:
+    """Seconds from `make demo` (where it says when it started) and from the demo's own start."""
+    t0_text = os.environ.get(MAKE_START_ENV)
+    try:
+        t0 = float(t0_text) if t0_text else None
+    except ValueError:
+        t0 = None
+    if first_at is None:
+        return {"since_make": None, "since_demo": None}
+    return {
+        "since_make": round(first_at - t0, 1) if t0 is not None else None,
+        "since_demo": round(first_at - demo_started, 1),
+    }
+
+
+def _summarise(
+    settings: DemoSettings,
+    stack: LocalStack,
+    result: ShutdownReport,
+    reported: int,
+    shown_s: float,
+    *,
+    first_verdict: dict[str, float | None],
+) -> int:
     traffic = result.traffic
     stored = result.archive.get("frames", 0)
     lost = traffic.frames_published - stored
@@ -168,7 +199,13 @@ def _summarise(settings: DemoSettings, stack: LocalStack, result: ShutdownReport
         "stored": stored,
         "lost": lost,
         "report": str(settings.report),
+        "first_verdict_s": first_verdict["since_demo"],
+        "first_verdict_since_make_s": first_verdict["since_make"],
     }
+    since_make = first_verdict["since_make"]
+    first_line = f"  first verdict      {first_verdict['since_demo']} s after the demo started" + (
+        f", {since_make} s after `make demo` started" if since_make is not None else ""
+    )
     lines = [
         f"thermoscreen demo: {settings.devices} devices, {settings.nodes} inference nodes, {settings.duration_s:g} s",
         f"  frames published   {traffic.frames_published:>6}   (distinct frames, counted at the broker)",
@@ -176,6 +213,7 @@ def _summarise(settings: DemoSettings, stack: LocalStack, result: ShutdownReport
         f"  session results    {traffic.session_verdicts:>6}   ({traffic.sessions_flagged} flagged for clinical "
         "follow-up)",
         f"  frames stored      {stored:>6}   (bridge archive {stack.archive_path})",
+        first_line,
         f"  lost               {lost:>6}",
         f"  dead letters       {traffic.deadletters:>6}",
         f"  report             {settings.report} ({reported} sessions)",

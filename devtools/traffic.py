@@ -203,6 +203,8 @@ class TrafficMonitor:
         self._deadletters: list[DeadLetter] = []
         self._history: deque[tuple[float, int, int]] = deque()
         self._node_history: dict[str, deque[tuple[float, int]]] = {}
+        #: time.time() when the first frame verdict arrived (None before): the demo's time to first verdict.
+        self.first_verdict_at: float | None = None
         self._frames_distinct = 0
         self._verdicts_distinct = 0
         self._flagged = 0
@@ -262,6 +264,8 @@ class TrafficMonitor:
                 self._verdicts_received += 1
                 key = (verdict.incarnation, verdict.seq)
                 if key not in dev.verdicts:
+                    if self.first_verdict_at is None:
+                        self.first_verdict_at = time.time()
                     dev.verdicts.add(key)
                     self._verdicts_distinct += 1
                     dev.flagged_verdicts += int(verdict.flagged)

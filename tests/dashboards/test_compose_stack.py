@@ -446,3 +446,35 @@ def test_the_placeholders_of_env_example_are_refused() -> None:
     short = _check_secrets({**SECRETS, "GRAFANA_ADMIN_PASSWORD": "admin"})
     assert short.returncode == 1 and "GRAFANA_ADMIN_PASSWORD is shorter" in short.stderr
     assert _check_secrets(SECRETS).returncode == 0
+
+
+#: One-shot services: their success is `service_completed_successfully`, not a health state.
+ONE_SHOT_SERVICES = {"preflight", "broker-init"}
+
+
+def test_every_long_running_service_has_a_healthcheck(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    for name, service in services.items():
+        if name in ONE_SHOT_SERVICES:
+            continue
+        check = service.get("healthcheck")
+        assert check and check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
+    inference = services["inference"]["healthcheck"]["test"]
+    assert inference[:2] == ["CMD", "thermoscreen"] and inference[-1] == "--check"
+    from thermoscreen.cli import build_parser
+
+    args = build_parser().parse_args(inference[2:])  # the real CLI accepts the healthcheck as written
+    assert args.command == "infer" and args.check
+
+
+def test_the_bridge_healthcheck_reads_the_port_its_config_serves(tmp_path: Path) -> None:
+    from cloud_bridge.config import load_config
+
+    rendered = tmp_path / "bridge.toml"
+    rendered.write_text(_render("bridge.toml.in", "bridge"))
+    config = load_config(rendered, {})
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    test = " ".join(compose["services"]["bridge"]["healthcheck"]["test"])
+    assert config.metrics.prometheus_port is not None
+    assert f"127.0.0.1:{config.metrics.prometheus_port}/metrics" in test
+    assert config.metrics.prometheus_bind == "127.0.0.1"  # loopback: nothing published on the network

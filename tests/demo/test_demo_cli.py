@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,10 @@ from devtools.stack import shipped_model_dir
 from thermoscreen.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-KEYS = {"devices", "frames_published", "verdicts", "sessions", "stored", "lost", "report"}
+KEYS = {
+    "devices", "frames_published", "verdicts", "sessions", "stored", "lost", "report",
+    "first_verdict_s", "first_verdict_since_make_s",
+}  # fmt: skip
 
 
 def test_demo_json_run(tmp_path: Path, local_servers: None) -> None:
@@ -22,8 +27,10 @@ def test_demo_json_run(tmp_path: Path, local_servers: None) -> None:
         pytest.skip(f"no shipped model at {shipped_model_dir()} (the demo serves the shipped model)")
     workdir = tmp_path / "demo"
     command = [sys.executable, "-m", "thermoscreen", "demo", "--duration", "15", "--devices", "2", "--json"]
+    t0 = time.time()
     proc = subprocess.run(
         [*command, "--workdir", str(workdir)],
+        env={**os.environ, "THERMOSCREEN_DEMO_T0": f"{t0 - 100:.3f}"},  # as if `make demo` began 100 s earlier
         check=False,
         capture_output=True,
         text=True,
@@ -41,6 +48,11 @@ def test_demo_json_run(tmp_path: Path, local_servers: None) -> None:
     assert result["sessions"] >= 1
     assert result["stored"] == result["frames_published"]
     assert result["lost"] == 0
+    # Time to the first verdict: after the stack was up, within the run, and counted from `make demo`'s start.
+    first = result["first_verdict_s"]
+    assert 0 < first < time.time() - t0
+    assert result["first_verdict_since_make_s"] >= 100 + first - 1
+    assert f"first verdict      {first} s after the demo started" in proc.stderr
     report = Path(result["report"])
     assert report == workdir / "report.html" and report.is_file()
     html = report.read_text(encoding="utf-8")
