@@ -156,14 +156,17 @@ def expected_series(
     """Per TSDB series, the millisecond timestamps an exactly-once delivery leaves there."""
     out: dict[SeriesKey, set[int]] = {}
     ids = {"device_id": session.device_id, "patient_ref": session.patient_ref, "session_id": session.session_id}
-    labels = _labels(**ids)
+    # Frame-level series carry the device incarnation (not for legacy devices); session points do not.
+    incarnation = session.start.incarnation
+    frame_ids = {**ids, "incarnation": incarnation} if incarnation != LEGACY_INCARNATION else ids
+    labels = _labels(**frame_ids)
     frame_ts = {f.capture_ns // 1_000_000 for f in session.frames}
     sampled = {f.capture_ns // 1_000_000 for f in session.frames if rows_every and f.seq % rows_every == 0}
     for name in schema.FRAME_STATS.fields:
         out[(f"{schema.FRAME_STATS.name}_{name}", labels)] = frame_ts
     if sampled:
         for row in range(schema.PIXEL_ROWS):
-            row_labels = _labels(**ids, row=f"{row:02d}")
+            row_labels = _labels(**frame_ids, row=f"{row:02d}")
             for name in schema.FRAME_ROW.fields:
                 out[(f"{schema.FRAME_ROW.name}_{name}", row_labels)] = sampled
     verdict_ts = {v.capture_ns // 1_000_000 for v in session.verdicts}

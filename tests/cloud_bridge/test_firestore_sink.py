@@ -59,10 +59,11 @@ def test_firestore_documents_have_deterministic_ids_and_retries_do_not_duplicate
     finally:
         sink.close()
     assert again == first
-    assert sorted(first["frames"]) == [frame_doc_id("fs-1", seq) for seq in range(3)]
+    inc = session.frames[0].incarnation
+    assert sorted(first["frames"]) == [frame_doc_id("fs-1", seq, inc) for seq in range(3)]
     assert list(first["sessions"]) == [session.session_id]
     assert list(first["patients"]) == [session.patient_ref]
-    doc = first["frames"][frame_doc_id("fs-1", 1)]
+    doc = first["frames"][frame_doc_id("fs-1", 1, inc)]
     assert doc["verdict"]["probability"] == 0.7 and doc["verdict"]["flagged"] is True
     assert doc["session_id"] == session.session_id and doc["patient_ref"] == session.patient_ref
     pixels = decompress_centi(doc["temperatures"], doc["rows"], doc["cols"])
@@ -105,5 +106,5 @@ def test_bridge_stores_sessions_with_their_verdict_in_firestore(
         bridge.stop()
     assert doc["verdict"]["frames"] == 4 and doc["verdict"]["flagged"] is True
     assert doc["verdict"]["rule"] == "mean-logit-v1"
-    assert sorted(frames) == [frame_doc_id("fs-2", seq) for seq in range(4)]
+    assert sorted(frames) == [frame_doc_id("fs-2", seq, session.frames[0].incarnation) for seq in range(4)]
     assert all("temperatures" in d and "verdict" in d for d in frames.values())

@@ -32,7 +32,8 @@ def test_a_redelivered_frame_gives_identical_lines_and_rows_follow_the_seq() -> 
     lines = frame_lines(frame, rows_every=4)
     assert item_lines(Kind.FRAME, "thermo/v1/lp-1/frame", redelivered.decoded, 123, rows_every=4) == lines  # type: ignore[union-attr]
     assert len(lines) == 1 + 24  # seq 4 is sampled
-    assert lines[1].startswith(f"frame_row,device_id=lp-1,patient_ref={session.patient_ref},row=00,")
+    inc = session.frames[0].incarnation
+    assert lines[1].startswith(f"frame_row,device_id=lp-1,incarnation={inc},patient_ref={session.patient_ref},row=00,")
     assert lines[1].endswith(f" {frame.capture_ns}") and "c31=" in lines[1]
     assert len(frame_lines(session.frames[3], rows_every=4)) == 1
     assert len(frame_lines(frame, rows_every=0)) == 1
@@ -95,3 +96,18 @@ def test_row_values_are_the_frame_temperatures() -> None:
         fields = line.split(" ")[1].split(",")
         assert [f.split("=")[0] for f in fields] == [f"c{c:02d}" for c in range(32)]
         assert np.allclose([float(f.split("=")[1]) for f in fields], frame.centi[r] / 100.0, atol=1e-9)
+
+
+def test_legacy_frames_keep_their_series_and_incarnations_keep_reimaged_devices_apart() -> None:
+    """A pre-incarnation frame's series is what it always was; two incarnations are two series."""
+    from dataclasses import replace
+
+    from contract.ids import LEGACY_INCARNATION
+
+    frame = make_session("lp-3", 1, seed=5).frames[0]
+    legacy = frame_lines(replace(frame, incarnation=LEGACY_INCARNATION), rows_every=0)[0]
+    first = frame_lines(replace(frame, incarnation="00000000000000aa"), rows_every=0)[0]
+    second = frame_lines(replace(frame, incarnation="00000000000000bb"), rows_every=0)[0]
+    assert "incarnation=" not in legacy
+    assert first.split(" ")[0] != second.split(" ")[0]  # same device and seq, different series
+    assert ",incarnation=00000000000000aa," in first
