@@ -34,9 +34,9 @@ venv: $(STAMP)
 test: system-deps venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# No apt, no root: servers and training are left out (markers set in conftest.py).
+# No apt, no root: servers and training are left out (markers set in conftest.py); both cores.
 test-fast: venv
-	$(PY) -m pytest -q -m "not server and not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 -m "not server and not slow" $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

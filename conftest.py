@@ -30,8 +30,8 @@ SERVER_FIXTURES = frozenset(
     }
 )
 
-#: Fixtures that train a model (TensorFlow, seconds to minutes on two cores).
-SLOW_FIXTURES = frozenset({"trained_thermal"})
+#: Fixtures that train or build models with TensorFlow (seconds to minutes on two cores).
+SLOW_FIXTURES = frozenset({"trained_thermal", "test_models"})
 
 
 @pytest.fixture

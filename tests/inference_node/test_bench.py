@@ -16,7 +16,7 @@ from tests.conftest import REPO_ROOT
 SHIPPED = REPO_ROOT / "contract" / "model" / "shipped" / "thermal"
 
 
-def test_bench_inference_prints_one_json_object() -> None:
+def test_bench_inference_prints_one_json_object(local_servers: None) -> None:
     args = ["bench", "inference", "--json", "--model", str(SHIPPED), "--frames", "300", "--rounds", "1"]
     args += ["--paced-frames", "40", "--paced-rate", "400"]
     out = subprocess.run(

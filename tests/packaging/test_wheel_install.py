@@ -19,6 +19,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 #: No PYTHONPATH: it would put the checkout on the path (pip would even call the wheel "already installed").
@@ -35,6 +37,7 @@ BUILD_IGNORE = shutil.ignore_patterns(
 )
 
 
+@pytest.mark.slow
 def test_installed_wheel_serves_the_shipped_model_from_anywhere(tmp_path: Path) -> None:
     source = shutil.copytree(REPO_ROOT, tmp_path / "src", ignore=BUILD_IGNORE, symlinks=True)
     wheels = tmp_path / "wheels"

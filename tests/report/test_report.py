@@ -107,6 +107,7 @@ def test_unknown_session_and_missing_archive_are_one_line_errors(archive_path: P
 
 
 @needs_chromium
+@pytest.mark.server
 def test_report_renders_in_chromium(full_report: Path, tmp_path: Path) -> None:
     assert CHROMIUM is not None
     page = load_page(CHROMIUM, full_report, tmp_path / "profile")
@@ -126,6 +127,7 @@ def test_report_renders_in_chromium(full_report: Path, tmp_path: Path) -> None:
 
 
 @needs_chromium
+@pytest.mark.server
 def test_browser_check_sees_broken_pages(tmp_path: Path) -> None:
     """The checker is not blind: a script error, a console error and a blocked external image show up."""
     assert CHROMIUM is not None

@@ -273,7 +273,7 @@ def test_sigkill_then_restart_sends_what_was_spooled(
     assert online and online[0].spool_depth is not None
 
 
-def test_bench_prints_one_json_object(tmp_path: Path) -> None:
+def test_bench_prints_one_json_object(tmp_path: Path, local_servers: None) -> None:
     out = run_cli(["bench", "sensor", "--json", "--duration", "0.6"], sensor_env(tmp_path), timeout=120)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)  # exactly one object, nothing else on stdout
