@@ -157,6 +157,14 @@ class VerdictRecord:
     latency_ms: float
     incarnation: str = LEGACY_INCARNATION
 
+    @classmethod
+    def from_verdict(cls, v: Verdict) -> VerdictRecord:
+        """The archive row of a contract `Verdict` (its label is not kept)."""
+        return cls(
+            v.device_id, v.seq, v.session_id, v.patient_ref, v.capture_ns, v.probability, v.flagged,
+            v.threshold, v.model_version, v.node_id, v.latency_ms, v.incarnation,
+        )  # fmt: skip
+
     def as_verdict(self) -> Verdict:
         """The contract's `Verdict` of this row (the session rule's input). The archive keeps no
         label; the rule does not read it."""

@@ -93,22 +93,7 @@ class ArchiveSink:
 
     def _verdict(self, decoded: Decoded, rows: _BatchRows) -> int:
         v = expect(decoded, Verdict)
-        rows.verdicts.append(
-            VerdictRecord(
-                v.device_id,
-                v.seq,
-                v.session_id,
-                v.patient_ref,
-                v.capture_ns,
-                v.probability,
-                v.flagged,
-                v.threshold,
-                v.model_version,
-                v.node_id,
-                v.latency_ms,
-                v.incarnation,
-            )
-        )
+        rows.verdicts.append(VerdictRecord.from_verdict(v))
         return 0
 
     def _rfid(self, decoded: Decoded, rows: _BatchRows) -> int:
