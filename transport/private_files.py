@@ -47,8 +47,29 @@ def private_dir(path: Path) -> Path:
             os.chmod(level, PRIVATE_DIR_MODE)  # the umask may have narrowed it
     if not path.is_dir():
         raise NotADirectoryError(f"{path}: exists and is not a directory")
+    if not missing:
+        _refuse_shared(path)
     _tighten(path, "directory")
     return path
+
+
+class SharedDirectoryError(PermissionError):
+    """A store was pointed straight into a directory others use (such as /tmp): never tighten that."""
+
+
+def _refuse_shared(path: Path) -> None:
+    """Refuse an existing directory with the sticky bit (a shared one) instead of tightening it.
+
+    Why: tightening /tmp (1777) to 1700 would break every other user and service of the machine
+    (seen once, with `--spool /tmp/spool.sqlite`). The store needs a directory of its own;
+    making one below (`/tmp/thermoscreen/spool.sqlite`) is fine.
+    """
+    info = os.stat(path)
+    if info.st_mode & stat.S_ISVTX:
+        raise SharedDirectoryError(
+            f"{path}: a shared directory (mode {stat.S_IMODE(info.st_mode):04o}, owner uid {info.st_uid}); "
+            "give the store a directory of its own, e.g. a new subdirectory"
+        )
 
 
 def private_parent(path: Path) -> Path:

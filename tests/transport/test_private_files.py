@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from transport.private_files import create_private, private_dir, private_file, private_parent, write_atomic
+from transport.private_files import (
+    SharedDirectoryError,
+    create_private,
+    private_dir,
+    private_file,
+    private_parent,
+    write_atomic,
+)
 
 
 def _mode(path: Path) -> int:
@@ -129,3 +136,15 @@ def test_write_atomic_replaces_a_loose_file_with_a_private_one(tmp_path: Path, l
     assert path.read_bytes() == b"new"
     assert _mode(path) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret"]
+
+
+def test_private_dir_refuses_a_shared_sticky_directory_and_leaves_its_mode(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # like /tmp
+    with pytest.raises(SharedDirectoryError, match="shared directory"):
+        private_dir(shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    below = private_dir(shared / "store")  # a directory of its own below it is fine
+    assert stat.S_IMODE(below.stat().st_mode) == 0o700
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
