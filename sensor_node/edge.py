@@ -121,6 +121,8 @@ class EdgeScorer:
         self.frames_scored = 0
         self.frames_unscored = 0
         self.results = 0
+        #: The latest session's result (what the display showed, with its numbers).
+        self.last_result: ProvisionalResult | None = None
         self._thread = threading.Thread(target=self._run, name="edge", daemon=True)
 
     def start(self) -> EdgeScorer:
@@ -214,6 +216,7 @@ class EdgeScorer:
             model_version=self.runner.version,
         )
         self.results += 1
+        self.last_result = result
         log.info(
             "session %s: provisional on-device probability %.3f over %d frames (%d unscored), model %s",
             session_id,
