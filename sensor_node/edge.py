@@ -3,16 +3,17 @@
 Off unless `[edge] model_dir` is set; then `load_edge_model` needs a TFLite runtime of the
 `inference` extra (LiteRT, or the older tflite-runtime) and never falls back to TensorFlow:
 it imports the runtime itself first, so contract.model's runner finds it before TensorFlow.
-Nothing here is imported when edge mode is off.
+With edge mode off neither LiteRT nor contract.model is imported.
 
 Where the scoring runs: on one worker thread, in batches of `batch_frames` (32) as the
 session's frames accumulate, the remainder when the session ends. Measured on the shipped
-model (x86, one LiteRT thread, `thermoscreen bench sensor`): 0.047 ms CPU per frame one at a
-time, 0.012 ms in batches of 32; a 5-minute 8 Hz session (2400 frames) scored all at once at
-session end takes ~70 ms and holds ~7 MB of frames (plus copies while preprocessing), a batch of
-32 holds 100 kB. So the worker costs what an end-of-session batch costs in CPU, keeps memory
-bounded on a Pi, and its result is ready at the end after scoring under one batch. Capture
-never waits for it: frames are handed over without blocking, and beyond `max_pending_frames`
+model (`thermoscreen bench sensor`, 2-core x86 VM shared with other jobs, one LiteRT thread):
+0.040 ms CPU per frame one at a time, 0.018 ms in batches of 32; a 5-minute 8 Hz session
+(2400 frames) scored all at once at session end takes 55 ms and holds 7 MB of frames plus
+14 MB more at its peak, where a batch of 32 holds 100 kB. So the worker costs what an
+end-of-session batch costs in CPU, keeps memory bounded on a Pi, and its result is ready at
+the end after scoring under one batch (the bench: 3 ms after the ending scan). Capture never
+waits for it: frames are handed over without blocking, and beyond `max_pending_frames`
 waiting ones a frame is left unscored (counted) rather than delaying capture or publishing.
 """
 
