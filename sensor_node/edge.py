@@ -183,10 +183,11 @@ class EdgeScorer:
                 self._score([item for item in taken if item[1] is not None])
             except Exception as exc:  # a device keeps capturing; these frames stay unscored
                 log.error("edge scoring failed: %s: %s", type(exc).__name__, exc)
-                for session_id, frame in taken:
-                    if frame is not None:
-                        self.frames_unscored += 1
-                        self._unscored[session_id] = self._unscored.get(session_id, 0) + 1
+                with self._cond:
+                    for session_id, frame in taken:
+                        if frame is not None:
+                            self.frames_unscored += 1
+                            self._unscored[session_id] = self._unscored.get(session_id, 0) + 1
             for session_id, frame in taken:
                 if frame is None:
                     self._finish(session_id)
@@ -201,7 +202,8 @@ class EdgeScorer:
 
     def _finish(self, session_id: str) -> None:
         probabilities = self._probabilities.pop(session_id, [])
-        unscored = self._unscored.pop(session_id, 0)
+        with self._cond:
+            unscored = self._unscored.pop(session_id, 0)
         probability = session_probability(probabilities)
         if probability is None:
             log.warning("session %s: no frame scored on the device, so no provisional result", session_id)

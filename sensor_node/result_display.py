@@ -38,6 +38,8 @@ WORDING = {
 
 #: How a provisional (on-device) result is introduced, before its WORDING.
 PROVISIONAL_NOTE = "provisional on-device result, until the cloud's session verdict arrives"
+#: How the cloud's verdict is introduced when it replaces a provisional result shown before.
+REPLACES_NOTE = "the cloud's session verdict, replacing the provisional on-device result"
 #: Session ids of cloud verdicts remembered, so a late provisional result never overrides one.
 _VERDICTED_MEMORY = 256
 
@@ -136,8 +138,8 @@ class ResultDisplay:
             if replaces:
                 self.provisional = None
             self.last = shown
-        suffix = " (the cloud's session verdict; replaces the provisional on-device result)" if replaces else ""
-        self._print(f"session {verdict.session_id[:8]}: {WORDING[shown.result]}{suffix}")
+        prefix = f"{REPLACES_NOTE}: " if replaces else ""
+        self._print(f"session {verdict.session_id[:8]}: {prefix}{WORDING[shown.result]}")
         self._indicator.show(shown.result)
         self._on_shown(shown)
         return shown

@@ -33,7 +33,7 @@ from inference_node.config import SHIPPED_MODEL_PUBLIC_KEY as INFERENCE_SHIPPED_
 from sensor_node.config import SHIPPED_MODEL_PUBLIC_KEY, EdgeSettings, ResultSettings, SensorConfig
 from sensor_node.edge import EdgeScorer, ProvisionalResult, load_edge_model
 from sensor_node.node import SensorNode
-from sensor_node.result_display import PROVISIONAL_NOTE, WORDING, Indicator, ResultDisplay, ShownResult
+from sensor_node.result_display import PROVISIONAL_NOTE, REPLACES_NOTE, WORDING, Indicator, ResultDisplay, ShownResult
 from sensor_node.rfid import ScriptedTaps
 from sensor_node.session_rule import session_probability
 from sensor_node.sources import open_source
@@ -161,7 +161,8 @@ def test_online_the_retained_status_carries_the_provisional_result_until_the_clo
 
         messages = got.wait_until(replaced, 15, "a status with the cloud verdict")
         final = next(s for s in statuses_of(messages) if s.last_session_id == provisional.session_id)
-        assert final.last_result is (ScreeningResult.REFER if cloud_flagged else ScreeningResult.NO_FINDING)
+        cloud_result = ScreeningResult.REFER if cloud_flagged else ScreeningResult.NO_FINDING
+        assert final.last_result is cloud_result
         assert final.provisional_session_id is None and final.provisional_result is None
         retained = Collector()
         late = connect(mosquitto.url)
@@ -180,7 +181,7 @@ def test_online_the_retained_status_carries_the_provisional_result_until_the_clo
     assert [decode_message(m.payload, SessionVerdict) for m in published_verdicts] == [verdict]
     err = capsys.readouterr().err
     assert f"session {provisional.session_id[:8]}: {PROVISIONAL_NOTE}" in err
-    assert "replaces the provisional on-device result" in err
+    assert f"session {provisional.session_id[:8]}: {REPLACES_NOTE}: {WORDING[cloud_result]}" in err
 
 
 def test_a_provisional_result_after_the_cloud_verdict_of_its_session_is_not_shown() -> None:
