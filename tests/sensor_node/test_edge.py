@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gpiozero.pins.mock import MockFactory
 
 from cloud_bridge.session_rule import combine
 from contract.frame import decode_frame
@@ -219,3 +220,19 @@ def test_the_shipped_model_key_is_the_inference_nodes() -> None:
     assert SHIPPED_MODEL_PUBLIC_KEY == INFERENCE_SHIPPED_KEY
     assert EdgeSettings().model_public_keys == [INFERENCE_SHIPPED_KEY]
     assert not EdgeSettings().enabled and SensorConfig().edge.model_dir is None  # off by default
+
+
+def test_a_provisional_referral_lights_the_led_and_the_cloud_no_finding_turns_it_off() -> None:
+    """gpiozero's own MockFactory (its documented test pin factory) stands in for the Pi's GPIO."""
+    factory = MockFactory()
+    indicator = Indicator(ResultSettings(led_pin=17, show_s=30.0), pin_factory=factory)
+    display = ResultDisplay("pi-1", "00000000000000aa", indicator, lambda shown: None, out=io.StringIO())
+    try:
+        assert display.show_provisional("d" * 32, ScreeningResult.REFER) is not None
+        assert factory.pin(17).state
+        verdict = _cloud_verdict("pi-1", "d" * 32, "00000000000000aa", flagged=False)
+        assert display.handle(encode_message(verdict)) is not None
+        assert not factory.pin(17).state
+        assert display.shown() == (ShownResult("d" * 32, ScreeningResult.NO_FINDING), None)
+    finally:
+        display.close()
