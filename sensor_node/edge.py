@@ -93,8 +93,6 @@ def load_edge_model(settings: EdgeSettings) -> ModelRunner:
         runner.warm_up()
     except (ManifestError, RuntimeError) as exc:
         raise EdgeError(f"[edge] model_dir: {' '.join(str(exc).split())}") from None
-    if not runner.runtime.startswith(tuple(name.split(".")[0] for name in EDGE_RUNTIMES)):
-        raise EdgeError(f"[edge] model_dir: loaded with {runner.runtime}, not LiteRT: {INSTALL_HINT}")
     return runner
 
 

@@ -112,8 +112,7 @@ def edge_line(node: Any) -> str:
     """What the start-up line says about edge mode."""
     if node.edge is None:
         return "edge mode off"
-    runner = node.edge.runner
-    return f"edge mode on (model {runner.version}, {runner.variant}; provisional results until the cloud's verdict)"
+    return f"edge mode on (model {node.edge.runner.version}; provisional results until the cloud's verdict)"
 
 
 def run_sensor(args: argparse.Namespace) -> int:
