@@ -105,6 +105,11 @@ class DeviceStatus(_Message):
     #: The last session verdict the device received and showed (screening aid, not a diagnosis).
     last_session_id: SessionId | None = None
     last_result: ScreeningResult | None = None
+    #: Edge mode: the device's own result of its latest session, shown at once (also offline) and
+    #: provisional until the cloud's session verdict for that session replaces it (then None).
+    #: Never stored as a verdict: the cloud's session verdict is the one stored.
+    provisional_session_id: SessionId | None = None
+    provisional_result: ScreeningResult | None = None
 
 
 class RfidEventKind(StrEnum):

@@ -168,6 +168,55 @@ class ResultSettings(_Settings):
     show_s: float = Field(default=30.0, gt=0, le=3600)
 
 
+#: The public key that signed the shipped model. The same value as the inference node's
+#: SHIPPED_MODEL_PUBLIC_KEY (a test checks they agree): the sensor may not import inference_node.
+SHIPPED_MODEL_PUBLIC_KEY = "ed25519:OSpdzNqoM/x9RMo48b46sug13CcWEgIPpa3SwaySgrw="
+#: Edge frames scored per LiteRT call: batch 32 costs 0.018 ms of CPU per frame against 0.040 ms
+#: one frame at a time (shipped model, x86, one thread; `thermoscreen bench sensor`).
+EDGE_BATCH_FRAMES = 32
+
+
+class EdgeSettings(_Settings):
+    """`[edge]`: on-board inference (needs the `inference` extra, LiteRT; never TensorFlow). Off without model_dir.
+
+    The device scores its own session frames and shows a provisional result when the session
+    ends, also offline; the cloud's session verdict replaces it when it arrives.
+    """
+
+    #: A signed model directory (manifest.json, its .sig and the .tflite files); None: edge mode off.
+    model_dir: Path | None = None
+    #: Pinned Ed25519 keys (`ed25519:<base64>`): the model runs only if one of them signed its manifest.
+    model_public_keys: list[str] = Field(default_factory=lambda: [SHIPPED_MODEL_PUBLIC_KEY], min_length=1)
+    #: `auto` uses the manifest's default_variant.
+    variant: Literal["auto", "float32", "int8"] = "auto"
+    #: LiteRT threads; 1 leaves the Pi's other cores to capture and publishing.
+    num_threads: int = Field(default=1, ge=1, le=4)
+    batch_frames: int = Field(default=EDGE_BATCH_FRAMES, ge=1, le=256)
+    #: Frames waiting to be scored; beyond this new frames are left unscored (and counted), never
+    #: blocking capture. 1024 frames are 3 MB, over two minutes of 8 Hz capture.
+    max_pending_frames: int = Field(default=1024, ge=1, le=100_000)
+
+    @property
+    def enabled(self) -> bool:
+        return self.model_dir is not None
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> EdgeSettings:
+        """The pinned keys must parse; checked only with edge mode on (cryptography is in its extra)."""
+        if self.model_dir is None:
+            return self
+        try:
+            from contract.model.signing import SigningError, parse_public_key
+        except ImportError as exc:
+            raise ValueError(f"edge mode needs the inference extra: {exc}") from None
+        for key in self.model_public_keys:
+            try:
+                parse_public_key(key)
+            except SigningError as exc:
+                raise ValueError(f"model_public_keys: {exc}") from None
+        return self
+
+
 class SensorConfig(_Settings):
     device: DeviceSettings = Field(default_factory=DeviceSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
@@ -176,6 +225,7 @@ class SensorConfig(_Settings):
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
     result: ResultSettings = Field(default_factory=ResultSettings)
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
 
     @property

@@ -3,10 +3,12 @@
 Threads: `capture` reads the thermal source at the configured rate and spools frames of the
 open session (or all frames with anonymous capture); `rfid` turns card scans into session
 events; `status` publishes the retained `DeviceStatus` on every connect and periodically;
-`SpoolPublisher` drains the spool to the broker. Frames and events take their sequence
-numbers from the spool under one lock, so a session's start, frames and end are numbered in
-order. Every frame and message carries the spool's incarnation, so a re-imaged device (new
-spool, seq from 0 again) never reuses a (device, incarnation, seq). Never imports TensorFlow.
+`SpoolPublisher` drains the spool to the broker; in edge mode `edge` scores the session frames
+with LiteRT and shows a provisional result when a session ends (sensor_node/edge.py). Frames
+and events take their sequence numbers from the spool under one lock, so a session's start,
+frames and end are numbered in order. Every frame and message carries the spool's
+incarnation, so a re-imaged device (new spool, seq from 0 again) never reuses a (device,
+incarnation, seq). Never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +28,7 @@ from contract.messages import DeviceState, DeviceStatus, RfidEvent, RfidEventKin
 from contract.sensor import MAX_AMBIENT_C, MAX_OBJECT_C, MIN_AMBIENT_C, MIN_OBJECT_C
 from contract.topics import frame_topic, rfid_topic, session_verdict_topic, status_topic
 from sensor_node.config import SensorConfig
+from sensor_node.edge import EdgeScorer, ProvisionalResult
 from sensor_node.publisher import SpoolPublisher
 from sensor_node.result_display import Indicator, ResultDisplay, ShownResult
 from sensor_node.rfid import TapSource
@@ -32,6 +36,9 @@ from sensor_node.session import OpenSessionSlot, SessionChange
 from sensor_node.spool import RowKind, Spool
 from sensor_node.thermal_source import SensorTimeout, TemperatureArray, ThermalSource
 from transport.connection import Message, MqttConnection, Will
+
+if TYPE_CHECKING:
+    from contract.model.model_runner import ModelRunner
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,7 @@ class SensorNode:
         site_key: bytes,
         spool: Spool,
         connection: MqttConnection | None = None,
+        edge_model: ModelRunner | None = None,
     ) -> None:
         self.config = config
         self.device_id = config.device.id
@@ -103,6 +111,8 @@ class SensorNode:
         self.results = ResultDisplay(
             self.device_id, self.incarnation, Indicator(config.result), on_shown=self._result_shown
         )
+        #: Edge mode (a model given): scores session frames on its own thread for a provisional result.
+        self.edge = EdgeScorer(edge_model, config.edge, self._provisional) if edge_model is not None else None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def run(self, stop: threading.Event, duration_s: float | None = None) -> NodeCounters:
@@ -118,6 +128,8 @@ class SensorNode:
         self.connection.subscribe(session_verdict_topic(self.device_id), self._on_session_verdict, qos=1)
         self.connection.start(wait=False)
         self.publisher.start()
+        if self.edge is not None:
+            self.edge.start()
         for name, target in (("capture", self._capture_loop), ("rfid", self._rfid_loop), ("status", self._status_loop)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -131,6 +143,8 @@ class SensorNode:
             thread.join(timeout=max(5.0, self.config.frame_timeout_s + 1))
         with self._session_lock:
             self._store_change(self._session_slot.end(SessionEndReason.SHUTDOWN))
+        if self.edge is not None:
+            self.edge.close()  # the ended session still gets its provisional result
         flush_s = self.config.spool.flush_timeout_s
         if self.connection.connected.is_set() and not self.spool.wait_until_empty(flush_s):
             log.warning("%d messages still spooled at exit; they are sent on the next start", self.spool.depth)
@@ -212,6 +226,8 @@ class SensorNode:
             self.spool.append(RowKind.FRAME, self._frame_topic, payload, qos=self._qos)
             self._session_slot.count_frame()
             self.counters.frames_spooled += 1
+            if self.edge is not None and session is not None:
+                self.edge.submit(session.session_id, temps)  # hands the frame over; never waits for scoring
 
     # -- sessions ------------------------------------------------------------------------------
     def _rfid_loop(self) -> None:
@@ -273,6 +289,8 @@ class SensorNode:
 
         self.spool.append(RowKind.EVENT, self._rfid_topic, payload, qos=self._qos)
         if ending:
+            if self.edge is not None:
+                self.edge.end_session(session.session_id)
             self.counters.sessions_ended += 1
             log.info("session %s ended (%s) after %d frames", session.session_id, change.reason, session.frame_count)
         else:
@@ -288,14 +306,19 @@ class SensorNode:
     def _on_session_verdict(self, message: Message) -> None:
         self.results.handle(message.payload)
 
+    def _provisional(self, result: ProvisionalResult) -> None:
+        self.results.show_provisional(result.session_id, result.result)
+
     def _result_shown(self, shown: ShownResult) -> None:
         self._status_due.set()  # the retained status carries the result at once
 
     def _status(self, state: DeviceState) -> DeviceStatus:
-        last = self.results.last
+        last, provisional = self.results.shown()
         return DeviceStatus(
             last_session_id=last.session_id if last else None,
             last_result=last.result if last else None,
+            provisional_session_id=provisional.session_id if provisional else None,
+            provisional_result=provisional.result if provisional else None,
             state=state,
             ts_ns=time.time_ns(),
             firmware=self.config.device.firmware or FIRMWARE,

@@ -6,6 +6,11 @@ console the operator watches), in its retained status, and optionally on a GPIO 
 buzzer through gpiozero (off by default). The wording is that of a screening aid: a flagged
 session means "refer for clinical follow-up", an unflagged one is "no finding", never
 "healthy": it does not rule anything out.
+
+In edge mode the device also shows its own result of a session the moment it ends (also
+offline), marked provisional: `show_provisional`. The cloud's session verdict for that
+session replaces it when it arrives (the status' provisional fields are cleared); a
+provisional result for a session the cloud already answered is not shown at all.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -28,6 +34,14 @@ WORDING = {
     ScreeningResult.REFER: "refer for clinical follow-up (a screening aid, not a diagnosis)",
     ScreeningResult.NO_FINDING: "no finding (a screening aid, not a diagnosis: it does not rule anything out)",
 }
+
+
+#: How a provisional (on-device) result is introduced, before its WORDING.
+PROVISIONAL_NOTE = "provisional on-device result, until the cloud's session verdict arrives"
+#: How the cloud's verdict is introduced when it replaces a provisional result shown before.
+REPLACES_NOTE = "the cloud's session verdict, replacing the provisional on-device result"
+#: Session ids of cloud verdicts remembered, so a late provisional result never overrides one.
+_VERDICTED_MEMORY = 256
 
 
 @dataclass(frozen=True)
@@ -96,7 +110,12 @@ class ResultDisplay:
         self._indicator = indicator
         self._on_shown = on_shown
         self._out = out
+        self._lock = threading.Lock()
+        self._verdicted: OrderedDict[str, None] = OrderedDict()
+        #: The latest cloud session verdict shown.
         self.last: ShownResult | None = None
+        #: Edge mode: the device's own result of its latest session, until the cloud's verdict for it.
+        self.provisional: ShownResult | None = None
 
     def handle(self, payload: bytes) -> ShownResult | None:
         try:
@@ -111,12 +130,39 @@ class ResultDisplay:
             log.info("ignoring a session verdict of an earlier incarnation of this device")
             return None
         shown = ShownResult(verdict.session_id, result_of(verdict))
-        out = self._out or sys.stderr
-        print(f"thermoscreen sensor: session {verdict.session_id[:8]}: {WORDING[shown.result]}", file=out, flush=True)
+        with self._lock:
+            self._verdicted[shown.session_id] = None
+            while len(self._verdicted) > _VERDICTED_MEMORY:
+                self._verdicted.popitem(last=False)
+            replaces = self.provisional is not None and self.provisional.session_id == shown.session_id
+            if replaces:
+                self.provisional = None
+            self.last = shown
+        prefix = f"{REPLACES_NOTE}: " if replaces else ""
+        self._print(f"session {verdict.session_id[:8]}: {prefix}{WORDING[shown.result]}")
         self._indicator.show(shown.result)
-        self.last = shown
         self._on_shown(shown)
         return shown
+
+    def show_provisional(self, session_id: str, result: ScreeningResult) -> ShownResult | None:
+        """Show the device's own result of a session; None if the cloud's verdict for it came first."""
+        shown = ShownResult(session_id, result)
+        with self._lock:
+            if session_id in self._verdicted:
+                return None
+            self.provisional = shown
+        self._print(f"session {session_id[:8]}: {PROVISIONAL_NOTE}: {WORDING[result]}")
+        self._indicator.show(result)
+        self._on_shown(shown)
+        return shown
+
+    def shown(self) -> tuple[ShownResult | None, ShownResult | None]:
+        """(the last cloud verdict, the provisional result), read together."""
+        with self._lock:
+            return self.last, self.provisional
+
+    def _print(self, text: str) -> None:
+        print(f"thermoscreen sensor: {text}", file=self._out or sys.stderr, flush=True)
 
     def close(self) -> None:
         self._indicator.close()

@@ -59,13 +59,22 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def build_node(config: SensorConfig) -> Any:
-    """Open site key, spool, source and reader (in that order, closing on failure) and make the node."""
+    """Load the edge model (edge mode), open site key, spool, source and reader (closing on failure), make the node.
+
+    The edge model loads first: a bad, unsigned or unloadable model (or a missing inference
+    extra) is a one-line error before anything is opened. Edge mode off imports no LiteRT.
+    """
     from sensor_node.node import SensorNode
     from sensor_node.rfid import open_taps
     from sensor_node.site_key import load_site_key
     from sensor_node.sources import open_source
     from sensor_node.spool import Spool
 
+    edge_model = None
+    if config.edge.enabled:
+        from sensor_node.edge import load_edge_model
+
+        edge_model = load_edge_model(config.edge)
     demo_reader = config.rfid.kind is not RfidKind.MFRC522
     site_key = load_site_key(config.rfid.site_key_file, allow_ephemeral=demo_reader)
     with contextlib.ExitStack() as undo:
@@ -80,7 +89,7 @@ def build_node(config: SensorConfig) -> Any:
         undo.callback(source.close)
         taps = open_taps(config)
         undo.callback(taps.close)
-        node = SensorNode(config, source=source, taps=taps, site_key=site_key, spool=spool)
+        node = SensorNode(config, source=source, taps=taps, site_key=site_key, spool=spool, edge_model=edge_model)
         undo.pop_all()
     return node
 
@@ -99,6 +108,13 @@ def capturing(node: Any, rate_hz: float) -> Callable[[], bool]:
     return healthy
 
 
+def edge_line(node: Any) -> str:
+    """What the start-up line says about edge mode."""
+    if node.edge is None:
+        return "edge mode off"
+    return f"edge mode on (model {node.edge.runner.version}; provisional results until the cloud's verdict)"
+
+
 def run_sensor(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     node = build_node(config)
@@ -107,7 +123,7 @@ def run_sensor(args: argparse.Namespace) -> int:
         f"thermoscreen sensor: device {config.device.id} (incarnation {node.incarnation}), "
         f"source {src.kind.value} at {src.rate_hz:g} Hz, "
         f"reader {config.rfid.kind.value}, broker {config.mqtt.url}, spool {config.spool_path} "
-        f"({node.spool.depth} waiting). A screening aid, not a diagnosis.",
+        f"({node.spool.depth} waiting), {edge_line(node)}. A screening aid, not a diagnosis.",
         file=sys.stderr,
         flush=True,
     )

@@ -282,13 +282,22 @@ def test_bench_prints_one_json_object(tmp_path: Path, local_servers: None) -> No
     assert result["max_frames_per_s"] > result["frames_per_s"]
     assert set(result["phases"]) == {"8hz", "max", "sustain"}
     assert "phase 8hz" in out.stderr
+    off, on = result["edge"]["off"], result["edge"]["on"]
+    assert (off["imports_litert"], on["imports_litert"]) == (False, True)  # each mode in its own process
+    assert off["frames_scored"] == 0 and on["frames_scored"] >= 1 and on["frames_unscored"] == 0
+    assert result["rss_mb_edge_on"] == on["rss_mb"] > result["rss_mb_edge_off"] == off["rss_mb"] > 10
+    assert result["cpu_ms_per_frame_edge_on"] > 0 and result["cpu_ms_per_frame_edge_off"] > 0
+    assert result["provisional_after_session_end_ms"] == on["provisional_after_session_end_ms"] > 0
+    scoring = on["scoring"]
+    assert scoring["batch32_cpu_ms_per_frame"] > 0 and scoring["end_batch_frames"] == 2400
+    assert "edge mode on" in out.stderr and "provisional on-device result" in out.stderr
 
 
 def test_sensor_modules_never_import_tensorflow() -> None:
     code = (
         "import sys\n"
         "import thermoscreen.cli, sensor_node.cli, sensor_node.node, sensor_node.service, sensor_node.sources\n"
-        "import sensor_node.mlx_source, sensor_node.rfid, devtools.bench.sensor, sensor_node.spool\n"
+        "import sensor_node.mlx_source, sensor_node.rfid, devtools.bench.sensor, sensor_node.spool, sensor_node.edge\n"
         "import sensor_node.emulation.mlx90640_chip, sensor_node.emulation.mfrc522_chip, adafruit_mlx90640\n"
         "thermoscreen.cli.build_parser()\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'tensorflow', 'keras', 'tf_keras'})\n"
