@@ -68,7 +68,10 @@ def _selection(args: argparse.Namespace) -> tuple[list[str] | None, str | None, 
         sessions = [validate_session_id(s.strip().lower()) for s in args.session]
         default = f"report-{sessions[0][:8]}.html"
     elif args.patient is not None:
-        patient = validate_patient_ref(args.patient.strip().lower())
+        try:
+            patient = validate_patient_ref(args.patient.strip().lower())
+        except ValueError:
+            raise ValueError(f"--patient {args.patient!r}: expected a pseudonym, 16 hex digits") from None
         default = f"report-patient-{patient}.html"
     else:
         default = "report.html"
