@@ -68,7 +68,11 @@ def asymmetry(frame_c: npt.NDArray[np.float32]) -> Asymmetry | None:
     Why a body region: the room behind her is cool and nearly uniform, so counting it (as the
     per-frame `frame_stats.asymmetry_c` does) dilutes the number with the framing; a pixel
     counts here when it and its mirror image are both warmer than the frame's mean, which
-    keeps the torso and drops the background without a segmentation model.
+    keeps the torso and drops the background without a segmentation model. Measured on the
+    129 DMR-IR thermograms cut to 24x32 (several per woman, so per thermogram, not per woman):
+    mean 0.79 K sick vs 0.65 K healthy, AUC 0.674, against 1.43 vs 1.10 K, AUC 0.654, over the
+    whole frame; on 400 synthetic scenes AUC 0.585 vs 0.515. A number for the doctor to follow
+    over time, not a validated marker.
     """
     frame = frame_c.astype(np.float64)
     mirrored = frame[:, ::-1]
