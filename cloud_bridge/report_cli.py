@@ -84,13 +84,14 @@ def _selection(args: argparse.Namespace) -> tuple[list[str] | None, str | None, 
 def run(args: argparse.Namespace, names: NameSource | None = None) -> int:
     import time
 
-    try:
-        from cloud_bridge.report import build_report, load_report, save_report
-    except ImportError as exc:
-        raise RuntimeError(f"the report needs matplotlib ({exc}); install thermoscreen[dashboards]") from None
+    from cloud_bridge.report_data import load_report
 
     sessions, patient, out = _selection(args)
     data = load_report(args.archive, session_ids=sessions, patient_ref=patient)
+    try:
+        from cloud_bridge.report import build_report, save_report
+    except ImportError as exc:
+        raise RuntimeError(f"the report needs matplotlib ({exc}); install thermoscreen[dashboards]") from None
     shown = dict(names.names(data.patient_refs)) if names is not None else {}
     report = build_report(data, archive_name=args.archive.name, now_ns=time.time_ns(), names=shown)
     if names is not None:

@@ -256,3 +256,12 @@ def test_asymmetry_is_measured_over_the_body_and_says_which_side() -> None:
     right_warm = asymmetry(_block_frame(-0.5))
     assert right_warm is not None and right_warm.left_minus_right_k == pytest.approx(-0.5)
     assert asymmetry(np.full((24, 32), 30.0, dtype=np.float32)) is None  # nothing warmer than the mean
+
+
+def test_history_chart_of_a_single_session_is_inline_svg_with_its_point() -> None:
+    from cloud_bridge.report_figures import HistoryPoint, history_svg
+
+    svg = history_svg([HistoryPoint("a" * 32, 1_760_000_000 * 10**9, 0.7, 0.5, flagged=True)])
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert re.findall(r'<g id="(point-[0-9a-f]+)"', svg) == ["point-" + "a" * 32]
+    assert "<?xml" not in svg and "DOCTYPE" not in svg  # inlined into the HTML page
