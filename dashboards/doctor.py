@@ -35,6 +35,9 @@ TITLE = "thermoscreen: screening sessions"
 #: WHERE clause shared by every patient-level panel (variables are regexes; "All" is `.*`).
 PATIENT_FILTER = '"patient_ref" =~ /^$patient$/ AND "device_id" =~ /^$device$/'
 SESSION_FILTER = PATIENT_FILTER + ' AND "session_id" =~ /^$session$/'
+#: How far back the patient's history reaches, whatever the dashboard's time range (default 7 days).
+HISTORY_YEARS = 2
+HISTORY_RANGE = f"{HISTORY_YEARS}y"
 #: Colour range of the thermal heatmap, C: skin is about 30..36 C, a room about 20..25 C.
 HEATMAP_MIN_C = 24.0
 HEATMAP_MAX_C = 36.0
@@ -67,13 +70,13 @@ def _counts() -> list[cogbuilder.Builder[dash.Panel]]:
     return [
         stat("Sessions completed", _ended_sessions('count("flagged")'), span=6),
         stat(
-            "Flagged for clinical follow-up",
+            "Refer for follow-up",
             _ended_sessions('sum("flagged")'),
             span=6,
             description="Sessions whose combined probability reached the model threshold: refer for follow-up.",
         ).thresholds(thresholds((None, "green"), (1, "red"))),
         stat(
-            "No finding at this screening",
+            "No finding",
             _ended_sessions('count("flagged") - sum("flagged")'),
             span=6,
         ),
@@ -142,6 +145,54 @@ def _session_list() -> Table:
     )
 
 
+def _patient_history() -> timeseries_builders.Panel:
+    """One point per completed session of the selected patient(s): the session probability over
+    time against the threshold, so a doctor sees a trend across screenings, not one session."""
+    ended = f""""event" = 'end' AND {PATIENT_FILTER} AND $timeFilter"""
+    sessions = InfluxQL("A", f'SELECT "probability" FROM "session" WHERE {ended} GROUP BY "patient_ref"').alias(
+        "patient $tag_patient_ref"
+    )
+    threshold = InfluxQL(
+        "B",
+        f"""SELECT max("threshold") AS "threshold" FROM "session" WHERE {ended}
+        GROUP BY time($__interval) fill(previous)""",
+    ).alias("threshold")
+    return (
+        timeseries(
+            "Patient history: session probability over time",
+            sessions,
+            threshold,
+            span=24,
+            unit="percentunit",
+            description=(
+                "Choose one patient (pseudonym) above. One point per completed session over the last "
+                f"{HISTORY_YEARS} years, whatever the dashboard's time range; at or above the dashed threshold: "
+                "refer for follow-up. Pseudonyms only: names stay in the clinic's registry. A screening aid, not a "
+                "diagnosis."
+            ),
+        )
+        .time_from(HISTORY_RANGE)
+        .min(0)
+        .max(1)
+        .draw_style(common.GraphDrawStyle.LINE)
+        .show_points(common.VisibilityMode.ALWAYS)
+        .point_size(7)
+        .overrides([_threshold_style()])
+    )
+
+
+def _threshold_style() -> dashboard_builders.DashboardFieldConfigSourceOverrides:
+    """The threshold as a dashed red line."""
+    return by_name(
+        "threshold",
+        ("color", {"mode": "fixed", "fixedColor": "red"}),
+        ("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}),
+        ("custom.lineWidth", 2),
+        ("custom.fillOpacity", 0),
+        ("custom.showPoints", "never"),
+    )
+
+
 def _probability() -> timeseries_builders.Panel:
     per_frame = InfluxQL(
         "A",
@@ -168,18 +219,7 @@ def _probability() -> timeseries_builders.Panel:
         .draw_style(common.GraphDrawStyle.LINE)
         .show_points(common.VisibilityMode.ALWAYS)
         .point_size(4)
-        .overrides(
-            [
-                by_name(
-                    "threshold",
-                    ("color", {"mode": "fixed", "fixedColor": "red"}),
-                    ("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}),
-                    ("custom.lineWidth", 2),
-                    ("custom.fillOpacity", 0),
-                    ("custom.showPoints", "never"),
-                )
-            ]
-        )
+        .overrides([_threshold_style()])
     )
 
 
@@ -253,7 +293,7 @@ def build() -> dashboard_builders.Dashboard:
     )
     for panel in _counts():
         board = board.with_panel(panel)
-    board = board.with_panel(_session_list())
+    board = board.with_panel(_session_list()).with_panel(_patient_history())
     board = board.with_row(dashboard_builders.Row("Selected session(s)"))
     board = board.with_panel(_probability()).with_panel(_frame_stats()).with_panel(_latest_frame())
     return board

@@ -18,6 +18,7 @@ from dashboards.panels import (
     by_name,
     color_background,
     datasource_variable,
+    disclaimer,
     online_mappings,
     stat,
     tag_variable,
@@ -243,6 +244,7 @@ def build() -> dashboard_builders.Dashboard:
                 tag_variable("device", "Device", 'SHOW TAG VALUES FROM "device_status" WITH KEY = "device_id"'),
             ]
         )
+        .with_panel(disclaimer())
     )
     for title, panels in (
         ("Summary", _summary()),

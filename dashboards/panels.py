@@ -28,13 +28,14 @@ from dashboards.influxql import (
 )
 
 DISCLAIMER_MARKDOWN = (
-    "**thermoscreen is a screening aid, not a diagnosis.** A flagged session means "
-    '"refer for clinical follow-up" (clinical breast examination and, where indicated, imaging); '
-    '"no finding at this screening" does not rule anything out. Results must be read by a '
-    "clinician together with the patient's history."
+    '**thermoscreen is a screening aid, not a diagnosis.** "Refer for follow-up" means refer for a '
+    'clinical breast examination and, where indicated, imaging; "no finding" does not rule anything out. '
+    "Results must be read by a clinician together with the patient's history. Pseudonyms only: names stay "
+    "in the clinic's registry."
 )
-VERDICT_FLAGGED = "flagged for clinical follow-up"
-VERDICT_CLEAR = "no finding at this screening"
+#: The session outcomes in the words of contract.messages.ScreeningResult (as in the HTML report).
+VERDICT_FLAGGED = "refer for follow-up"
+VERDICT_CLEAR = "no finding"
 
 #: Wildcard used by "All" in regex filters such as `"device_id" =~ /^$device$/`.
 ALL_REGEX = ".*"

@@ -22,7 +22,7 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("sensor", "sensor_node.cli", "run a screening device: thermal camera + RFID reader -> MQTT"),
     ("infer", "inference_node.cli", "run an inference worker: frames -> LiteRT CNN -> verdicts"),
     ("bridge", "cloud_bridge.cli", "run the cloud bridge: MQTT -> durable queue -> InfluxDB / Firestore"),
-    ("report", "cloud_bridge.report_cli", "write the HTML screening report of a session"),
+    ("report", "thermoscreen.report_cli", "write the HTML screening report: sessions, a patient's history"),
     ("train", "training.cli", "train the thermal or IDC CNN and export .tflite models"),
     ("evaluate", "training.evaluate_cli", "evaluate a thermal .tflite model on a thermogram .npz"),
     ("broker", "broker.cli", "provision the Mosquitto broker: config, certificates, credentials"),

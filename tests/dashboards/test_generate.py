@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dashboards.doctor import HISTORY_RANGE
 from dashboards.generate import DASHBOARDS, GENERATED_DIR, iter_panels, render
 from dashboards.influxql import DATASOURCE_VARIABLE, PROVISIONED_DATASOURCE_UID
 from dashboards.panels import DISCLAIMER_MARKDOWN
@@ -102,13 +103,25 @@ def test_doctor_dashboard_has_what_a_clinician_needs() -> None:
     variables = {v["name"] for v in data["templating"]["list"]}
     assert {"patient", "device"} <= variables
     assert by_title["Screening aid, not a diagnosis"]["options"]["content"] == DISCLAIMER_MARKDOWN
-    assert "Flagged for clinical follow-up" in by_title
+    assert {"Refer for follow-up", "No finding"} <= set(by_title)
 
     sessions = by_title["Sessions and verdicts"]
     assert "\"event\" = 'end'" in sessions["targets"][0]["query"]
     mapping = sessions["fieldConfig"]["overrides"][0]["properties"][0]["value"][0]["options"]
-    assert mapping["1"]["text"] == "flagged for clinical follow-up"
-    assert mapping["0"]["text"] == "no finding at this screening"
+    # The words of contract.messages.ScreeningResult, as in the HTML report: never healthy/sick.
+    assert mapping["1"]["text"] == "refer for follow-up"
+    assert mapping["0"]["text"] == "no finding"
+    assert "screening aid, not a diagnosis" in DISCLAIMER_MARKDOWN
+
+    history = by_title["Patient history: session probability over time"]
+    query = history["targets"][0]["query"]
+    assert query.startswith('SELECT "probability" FROM "session" WHERE "event" = \'end\'')
+    assert '"patient_ref" =~ /^$patient$/' in query and query.endswith('GROUP BY "patient_ref"')
+    assert history["targets"][0]["alias"] == "patient $tag_patient_ref"  # the pseudonym, never a name
+    assert 'max("threshold")' in history["targets"][1]["query"]
+    assert history["timeFrom"] == HISTORY_RANGE  # years of screenings, not the dashboard's 7 days
+    assert history["fieldConfig"]["defaults"]["custom"]["showPoints"] == "always"
+    assert "screening aid, not a diagnosis" in history["description"]
 
     probability = by_title["Probability per frame"]
     assert [t["refId"] for t in probability["targets"]] == ["A", "B"]
@@ -119,6 +132,14 @@ def test_doctor_dashboard_has_what_a_clinician_needs() -> None:
     assert all(f'last("c{c:02d}")' in query for c in range(32))
     assert query.endswith('GROUP BY "row"')
     assert frame["fieldConfig"]["defaults"]["custom"]["cellOptions"]["type"] == "color-background"
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_every_dashboard_says_screening_aid_not_diagnosis(name: str) -> None:
+    data = json.loads((GENERATED_DIR / name).read_text())
+    first = next(iter_panels(data))
+    assert first["title"] == "Screening aid, not a diagnosis"
+    assert first["options"]["content"] == DISCLAIMER_MARKDOWN
 
 
 def test_fleet_dashboard_covers_every_component() -> None:

@@ -43,6 +43,8 @@ DB = "thermoscreen"
 DEVICE = "dev-01"
 PATIENT = "0123456789abcdef"
 SESSION = "5e55" * 8
+#: An earlier screening of the same patient (no finding): her history has two points.
+EARLIER_SESSION = "ea71" * 8
 THRESHOLD = 0.5
 
 
@@ -147,6 +149,7 @@ def _scenario_lines(now_ns: int) -> list[str]:
         ts_ns=end + 10**9,
     )
     lines.append(line_protocol.session_outcome_line(SessionOutcome(verdict=verdict, started_ns=start, ended_ns=end)))
+    lines += _earlier_session_lines(start - 30 * 60 * 10**9)
     lines.append(
         line_protocol.device_status_line(
             DeviceStatus(state=DeviceState.ONLINE, ts_ns=start - 10**9, spool_depth=0, spool_dropped_frames=0),
@@ -183,6 +186,23 @@ def _scenario_lines(now_ns: int) -> list[str]:
         )
     )
     return lines
+
+
+def _earlier_session_lines(start: int) -> list[str]:
+    """A session of the same patient half an hour before, as the bridge stores it: start, end, verdict."""
+    end = start + 10 * 10**9
+    events = [
+        RfidEvent(event=RfidEventKind.SESSION_START, device_id=DEVICE, session_id=EARLIER_SESSION,
+                  patient_ref=PATIENT, ts_ns=start, seq=10),
+        RfidEvent(event=RfidEventKind.SESSION_END, device_id=DEVICE, session_id=EARLIER_SESSION,
+                  patient_ref=PATIENT, ts_ns=end, seq=11, frame_count=16),
+    ]  # fmt: skip
+    verdict = SessionVerdict(
+        device_id=DEVICE, session_id=EARLIER_SESSION, patient_ref=PATIENT, frames=16, probability=0.21,
+        flagged=False, threshold=THRESHOLD, rule="mean-logit-v1", model_version="test-1", ts_ns=end + 10**9,
+    )  # fmt: skip
+    outcome = SessionOutcome(verdict=verdict, started_ns=start, ended_ns=end)
+    return [*(line_protocol.rfid_line(e) for e in events), line_protocol.session_outcome_line(outcome)]
 
 
 def grafana_expand(query: str, variables: dict[str, str], *, interval_s: int = 10) -> str:
@@ -222,13 +242,30 @@ def test_doctor_panels_show_the_session(influx: Influx) -> None:
     assert all(len(s["values"][0]) == 1 + 32 for s in rows.values())  # time + 32 columns
 
     sessions = influx.query(grafana_expand(queries["panel 'Sessions and verdicts' target A"], SELECTED))
-    (series,) = sessions["series"]
+    by_session = {s["tags"]["session_id"]: s for s in sessions["series"]}
+    assert sorted(by_session) == sorted([SESSION, EARLIER_SESSION])  # every session of the selected patient
+    series = by_session[SESSION]
     row = dict(zip(series["columns"], series["values"][0], strict=True))
     assert series["tags"] == {"patient_ref": PATIENT, "device_id": DEVICE, "session_id": SESSION}
     assert row["verdict"] == 1.0 and row["frames"] == 16.0 and row["probability"] == pytest.approx(0.58)
 
-    flagged = influx.query(grafana_expand(queries["panel 'Flagged for clinical follow-up' target A"], ALL))
+    flagged = influx.query(grafana_expand(queries["panel 'Refer for follow-up' target A"], ALL))
     assert flagged["series"][0]["values"][0][1] == 1.0
 
     devices = influx.query(grafana_expand(queries["variable 'patient'"], ALL))
     assert devices["series"][0]["values"] == [["patient_ref", PATIENT]]
+
+
+def test_patient_history_has_one_point_per_session(influx: Influx) -> None:
+    data = json.loads((GENERATED_DIR / "doctor.json").read_text())
+    queries = {where: q for where, q in iter_queries(data)}
+    panel = "panel 'Patient history: session probability over time'"
+    for variables in (SELECTED, ALL):
+        result = influx.query(grafana_expand(queries[f"{panel} target A"], variables))
+        (series,) = result["series"]
+        assert series["tags"] == {"patient_ref": PATIENT}
+        assert [round(v[1], 2) for v in series["values"]] == [0.21, 0.58]  # oldest first: the trend
+    other = influx.query(grafana_expand(queries[f"{panel} target A"], {**SELECTED, "patient": "f" * 16}))
+    assert not other.get("series")
+    threshold = influx.query(grafana_expand(queries[f"{panel} target B"], SELECTED))
+    assert {v[1] for v in threshold["series"][0]["values"] if v[1] is not None} == {THRESHOLD}

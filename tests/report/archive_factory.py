@@ -38,8 +38,10 @@ def write_archive(path: Path, specs: list[SessionSpec], *, seed: int = 7) -> Non
                 session_id=spec.session_id, device_id=spec.device_id, patient_ref=spec.patient_ref, started_ns=start
             )
             verdicts, frames = [], []
-            for seq, p in enumerate(spec.probabilities):
-                capture = start + (seq + 1) * 500_000_000
+            # Frame and verdict keys are (device, incarnation, seq): sessions on one device need their own seqs.
+            for j, p in enumerate(spec.probabilities):
+                seq = i * 1000 + j
+                capture = start + (j + 1) * 500_000_000
                 noisy = frame_c + rng.normal(0, 0.1, frame_c.shape).astype(np.float32)
                 frames.append(
                     ArchivedFrame(

@@ -59,6 +59,8 @@ class PageResult:
     errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     screenshot: bytes = b""
+    #: What the caller's `probe` expression returned (JSON), None without a probe.
+    probed: Any = None
 
 
 class _Chromium:
@@ -169,8 +171,11 @@ def chromium(binary: str, profile: Path, timeout_s: float = 30.0) -> Iterator[_C
         browser.close()
 
 
-def load_page(binary: str, page: Path, profile: Path, *, timeout_s: float = 30.0) -> PageResult:
-    """Open `page` (a local file), wait for its load event and collect what the browser saw."""
+def load_page(
+    binary: str, page: Path, profile: Path, *, timeout_s: float = 30.0, probe: str | None = None
+) -> PageResult:
+    """Open `page` (a local file), wait for its load event and collect what the browser saw;
+    `probe`, a JavaScript expression that returns a JSON string, reads more of the rendered page."""
     with chromium(binary, profile, timeout_s) as browser:
         session = _Session(browser.page_ws_url(), timeout_s)
         try:
@@ -180,6 +185,10 @@ def load_page(binary: str, page: Path, profile: Path, *, timeout_s: float = 30.0
             session.wait_event("Page.loadEventFired", time.monotonic() + timeout_s)
             value = session.call("Runtime.evaluate", expression=_IMAGES_JS, returnByValue=True)["result"]["value"]
             state = json.loads(value)
+            probed = None
+            if probe is not None:
+                raw = session.call("Runtime.evaluate", expression=probe, returnByValue=True)["result"]["value"]
+                probed = json.loads(raw)
             shot = session.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
             import base64
 
@@ -193,6 +202,7 @@ def load_page(binary: str, page: Path, profile: Path, *, timeout_s: float = 30.0
                 errors=_errors(session.events),
                 requests=requests,
                 screenshot=base64.b64decode(shot["data"]),
+                probed=probed,
             )
         finally:
             session.close()

@@ -55,6 +55,8 @@ def full_report(archive_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
     assert json.loads(result.stdout) == {
         "report": str(out),
         "sessions": [PENDING.session_id, CLEAR.session_id, FLAGGED.session_id],
+        "patients": sorted({FLAGGED.patient_ref, CLEAR.patient_ref, PENDING.patient_ref}),
+        "names": [],
     }
     return out
 
@@ -70,8 +72,8 @@ def test_single_session_report_content(archive_path: Path, tmp_path: Path) -> No
     assert MODEL in text
     assert text.count("Screening aid, not a diagnosis") + text.count("screening aid, not a diagnosis") >= 2
     assert len(re.findall(r'src="data:image/png;base64,', text)) == 2
-    # Self-contained: nothing but data: URIs is referenced.
-    assert not re.search(r'(src|href)="(?!data:)', text)
+    # Self-contained: nothing but data: URIs and links within the page is referenced.
+    assert not re.search(r'(src|href)="(?!data:|#)', text)
 
 
 def test_session_verdict_wording(archive_path: Path) -> None:
