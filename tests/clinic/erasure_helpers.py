@@ -47,6 +47,11 @@ def fill_archive(path: Path, sessions: list[SyntheticSession]) -> None:
                 frames_reported=len(s.frames), end_reason="card",
             )  # fmt: skip
             archive.put_verdicts(VerdictRecord.from_verdict(v) for v in s.verdicts)
+            archive.put_session_verdict(
+                session_id=s.session_id, device_id=s.device_id, patient_ref=s.patient_ref, frames=len(s.verdicts),
+                probability=0.5, flagged=True, threshold=0.5, rule="mean-logit-v1",
+                model_version=s.verdicts[0].model_version, verdict_ns=s.end.ts_ns,
+            )  # fmt: skip
             archive.put_frames(_archived(f) for f in s.frames)
         archive.commit()
 
