@@ -3,8 +3,9 @@ Firestore emulator: enrol, screen, look up, report, forget; then nothing of her 
 while another patient's data is untouched, and her late messages do not bring her back.
 
 "Screened on a device": the devtools synthetic stream publishes her sessions on a device's topics
-(session start, frames, one verdict per frame, session end) the way a sensor node and an
-inference node would; the bridge is the real one, in this process.
+(card scan, synthetic MLX90640 frames, session end) the way a sensor node does; a real inference
+node with the shipped LiteRT model judges the frames, and the real bridge (in this process)
+stores everything and computes the session verdicts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,10 @@ from contract.ids import make_patient_ref
 from devtools.local_mosquitto import LocalMosquitto
 from devtools.local_tsdb import LocalVictoriaMetrics
 from devtools.managed_process import free_port
+from devtools.stack import shipped_model_dir
 from devtools.synthetic_stream import SyntheticSession, make_session
+from inference_node.config import load_config as load_inference_config
+from inference_node.node import InferenceNode
 from tests.clinic.erasure_helpers import sessions_of
 from tests.cloud_bridge.helpers import publish_all, wait_until
 from tests.mqtt_helpers import connect
@@ -58,7 +63,7 @@ def _bridge_toml(workdir: Path, broker_url: str, influx_url: str, project: str |
         "influx": {"enabled": True, "url": influx_url, "frame_rows_every": 1, "backoff_max_s": 1.0},
         "firestore": {"enabled": project is not None, **({"project_id": project} if project else {})},
         "sessions": {"grace_s": 1.0, "max_wait_s": 5.0},
-        "provenance": {"approved_models": ["synthetic-test-1"], "hold_s": 3.0},
+        "provenance": {"hold_s": 3.0},  # the shipped model's verdicts only (the default)
         "erasure": {"tombstones": str(workdir / "erased.txt")},
     }
     path = workdir / "bridge.toml"
@@ -84,12 +89,30 @@ def _enrol(env: dict[str, str], registry: Path, uid: str, name: str) -> str:
     return str(out["patient_ref"])
 
 
+def _device_messages(session: SyntheticSession) -> list[tuple[str, bytes]]:
+    """What a sensor node publishes: card scan, frames, session end (the verdicts come from inference)."""
+    return [(t, p) for t, p in session.ordered_messages() if not t.endswith("/verdict")]
+
+
 def _screen(broker_url: str, sessions: list[SyntheticSession]) -> None:
     publisher = connect(broker_url)
     try:
-        publish_all(publisher, [m for s in sessions for m in s.ordered_messages()])
+        publish_all(publisher, [m for s in sessions for m in _device_messages(s)])
     finally:
         publisher.stop()
+
+
+@pytest.fixture
+def inference(mosquitto: LocalMosquitto) -> Iterator[InferenceNode]:
+    """A real inference node with the shipped model (LiteRT), in this process."""
+    config = load_inference_config(
+        None, {"mqtt.url": mosquitto.url, "node_id": "infer-clinic", "model_dir": str(shipped_model_dir())}
+    )
+    node = InferenceNode(config).start()
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 def _archive_ids(path: Path) -> dict[str, set[str]]:
@@ -148,6 +171,7 @@ def test_enrol_screen_lookup_report_forget_leaves_nothing_of_her(
     *,
     tmp_path: Path,
     mosquitto: LocalMosquitto,
+    inference: InferenceNode,
     victoria: LocalVictoriaMetrics,
     emulator_project: str,
     clinic_env: dict[str, str],
@@ -204,12 +228,16 @@ def test_enrol_screen_lookup_report_forget_leaves_nothing_of_her(
         control = make_session("clinic-b", 3, patient_ref=other, seed=8, first_seq=100)  # new frames, new seqs
         _screen(mosquitto.url, [late, hers[0], control])
         _wait_verdicts(config.archive.path, {control.session_id})
+        # Every message of hers: card scans, frames and ends from the device, verdicts from inference.
+        expected = 2 * len(list(late.ordered_messages()))
+        wait_until(lambda: bridge.summary().dead_letters.get("intake/erased", 0), lambda n: n >= expected, 30.0,
+                   "her late messages dropped")  # fmt: skip
         assert bridge.wait_idle(30.0)
         dropped = bridge.summary().dead_letters.get("intake/erased", 0)
     finally:
         bridge.stop()
 
-    assert dropped == 2 * len(list(late.ordered_messages()))
+    assert dropped == expected
     left = _archive_ids(config.archive.path)
     gone = {her} | her_ids | {late.session_id}
     assert all(not (ids & gone) for ids in left.values()), left
@@ -243,8 +271,10 @@ def test_enrol_screen_lookup_report_forget_leaves_nothing_of_her(
 
 
 def test_an_unreachable_store_exits_non_zero_naming_it_and_a_rerun_completes(
+    *,
     tmp_path: Path,
     mosquitto: LocalMosquitto,
+    inference: InferenceNode,
     victoria: LocalVictoriaMetrics,
     clinic_env: dict[str, str],
     registry_path: Path,
