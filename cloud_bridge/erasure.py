@@ -402,29 +402,37 @@ def erase_firestore(settings: FirestoreSettings, patient_ref: str, session_ids: 
             sink.close()
 
 
+def firestore_retry() -> Any:
+    """Retries bounded in total time: the client's default keeps retrying an unreachable server
+    for minutes whatever the per-call timeout (measured: > 100 s against a closed port)."""
+    from google.api_core.retry import Retry
+
+    return Retry(initial=0.25, maximum=2.0, multiplier=2.0, timeout=_FIRESTORE_TIMEOUT_S)
+
+
 def _erase_documents(db: Any, patient_ref: str, sessions: set[str]) -> Counts:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    timeout = _FIRESTORE_TIMEOUT_S
+    timeout, retry = _FIRESTORE_TIMEOUT_S, firestore_retry()
     patient = db.collection("patients").document(patient_ref)
-    snapshot = patient.get(timeout=timeout)
+    snapshot = patient.get(timeout=timeout, retry=retry)
     if snapshot.exists:
         sessions |= {str(s) for s in (snapshot.to_dict() or {}).get("session_ids", [])}
     sessions_col, frames_col = db.collection("sessions"), db.collection("frames")
     doomed: dict[str, set[Any]] = {"sessions": set(), "frames": set(), "patients": set()}
     where = FieldFilter("patient_ref", "==", patient_ref)
-    for doc in sessions_col.where(filter=where).stream(timeout=timeout):
+    for doc in sessions_col.where(filter=where).stream(timeout=timeout, retry=retry):
         doomed["sessions"].add(doc.reference)
         sessions.add(doc.id)
-    doomed["frames"] |= {d.reference for d in frames_col.where(filter=where).stream(timeout=timeout)}
+    doomed["frames"] |= {d.reference for d in frames_col.where(filter=where).stream(timeout=timeout, retry=retry)}
     ordered = sorted(sessions)
     for start in range(0, len(ordered), _FIRESTORE_IN):
         part = ordered[start : start + _FIRESTORE_IN]
         query = frames_col.where(filter=FieldFilter("session_id", "in", part))
-        doomed["frames"] |= {d.reference for d in query.stream(timeout=timeout)}
+        doomed["frames"] |= {d.reference for d in query.stream(timeout=timeout, retry=retry)}
         for sid in part:
             ref = sessions_col.document(sid)
-            if ref.get(timeout=timeout).exists:
+            if ref.get(timeout=timeout, retry=retry).exists:
                 doomed["sessions"].add(ref)
     if snapshot.exists:
         doomed["patients"].add(patient)
@@ -433,7 +441,7 @@ def _erase_documents(db: Any, patient_ref: str, sessions: set[str]) -> Counts:
         batch = db.batch()
         for ref in refs[start : start + _FIRESTORE_BATCH]:
             batch.delete(ref)
-        batch.commit(timeout=timeout)
+        batch.commit(timeout=timeout, retry=retry)
     return {name: len(group) for name, group in doomed.items()}
 
 

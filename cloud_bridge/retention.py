@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_bridge.config import FirestoreSettings, RetentionSettings
-from cloud_bridge.erasure import StoreUnavailableError
+from cloud_bridge.erasure import StoreUnavailableError, firestore_retry
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +96,29 @@ def _purge_documents(db: Any, before_ns: int) -> Counts:
     sessions_col, frames_col = db.collection("sessions"), db.collection("frames")
     old: dict[str, str | None] = {}  # session id -> patient_ref
     for field in ("ended_ns", "started_ns"):
-        for doc in sessions_col.where(filter=FieldFilter(field, "<", before_ns)).stream(timeout=_TIMEOUT_S):
+        for doc in sessions_col.where(filter=FieldFilter(field, "<", before_ns)).stream(
+            timeout=_TIMEOUT_S, retry=firestore_retry()
+        ):
             data = doc.to_dict() or {}
             if field == "started_ns" and isinstance(data.get("ended_ns"), int) and data["ended_ns"] >= before_ns:
                 continue
             old[doc.id] = data.get("patient_ref")
-    frames = {d.reference for d in frames_col.where(filter=FieldFilter("capture_ns", "<", before_ns)).stream()}
+    frames = {
+        d.reference
+        for d in frames_col.where(filter=FieldFilter("capture_ns", "<", before_ns)).stream(
+            timeout=_TIMEOUT_S, retry=firestore_retry()
+        )
+    }
     ids = sorted(old)
     for start in range(0, len(ids), _IN):
         query = frames_col.where(filter=FieldFilter("session_id", "in", ids[start : start + _IN]))
-        frames |= {d.reference for d in query.stream(timeout=_TIMEOUT_S)}
+        frames |= {d.reference for d in query.stream(timeout=_TIMEOUT_S, retry=firestore_retry())}
     refs = [*frames, *(sessions_col.document(sid) for sid in ids)]
     for start in range(0, len(refs), _BATCH):
         batch = db.batch()
         for ref in refs[start : start + _BATCH]:
             batch.delete(ref)
-        batch.commit(timeout=_TIMEOUT_S)
+        batch.commit(timeout=_TIMEOUT_S, retry=firestore_retry())
     patients = _trim_patients(db, old, ArrayRemove)
     return {"sessions": len(ids), "frames": len(frames), "patients": patients}
 
@@ -125,14 +132,14 @@ def _trim_patients(db: Any, old: dict[str, str | None], array_remove: Any) -> in
     removed = 0
     for ref, sids in by_patient.items():
         doc = db.collection("patients").document(ref)
-        snapshot = doc.get(timeout=_TIMEOUT_S)
+        snapshot = doc.get(timeout=_TIMEOUT_S, retry=firestore_retry())
         if not snapshot.exists:
             continue
         left = [s for s in (snapshot.to_dict() or {}).get("session_ids", []) if s not in set(sids)]
         if left:
-            doc.update({"session_ids": array_remove(sids)}, timeout=_TIMEOUT_S)
+            doc.update({"session_ids": array_remove(sids)}, timeout=_TIMEOUT_S, retry=firestore_retry())
         else:
-            doc.delete(timeout=_TIMEOUT_S)
+            doc.delete(timeout=_TIMEOUT_S, retry=firestore_retry())
             removed += 1
     return removed
 

@@ -3,13 +3,16 @@ is erased, the text receipt names each store, `--help` works."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomli_w
 
+from devtools.managed_process import free_port
 from tests.clinic.erasure_helpers import fill_archive, sessions_of
 
 
@@ -21,12 +24,13 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )  # fmt: skip
 
 
-def _config(tmp_path: Path) -> Path:
-    raw = {
+def _config(tmp_path: Path, **sections: dict[str, object]) -> Path:
+    raw: dict[str, dict[str, object]] = {
         "queue": {"path": str(tmp_path / "b" / "queue.sqlite")},
         "archive": {"path": str(tmp_path / "b" / "archive.sqlite")},
         "erasure": {"tombstones": str(tmp_path / "b" / "erased.txt")},
     }
+    raw.update(sections)
     path = tmp_path / "bridge.toml"
     path.write_text(tomli_w.dumps(raw))
     return path
@@ -95,3 +99,23 @@ def test_the_text_receipt_names_every_store(tmp_path: Path, registry_key: bytes,
     assert any(line.split()[:2] == ["influx", "not"] for line in lines)
     assert any(line.split()[:3] == ["registry", "erased", "patients=1"] for line in lines)
     assert "screening aid, not a diagnosis" in out.stdout
+
+
+@pytest.mark.slow  # the Firestore client's bounded retries take their 20 s
+def test_an_unreachable_firestore_is_named_and_the_rest_erased(
+    tmp_path: Path, registry_key: bytes, site_key: bytes
+) -> None:
+    config = _config(tmp_path, firestore={"enabled": True, "project_id": "demo-unreachable"})
+    registry = tmp_path / "clinic" / "patients.sqlite"
+    ref = _enrol(registry, registry_key, site_key)
+    fill_archive(tmp_path / "b" / "archive.sqlite", sessions_of(ref, "cli-c", 1))
+    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{free_port()}", "THERMOSCREEN_LOG_FORMAT": "text"}
+
+    out = _cli("forget", ref, "--registry", str(registry), "--reason", "request", "--bridge-config", str(config),
+               "--reports-dir", str(tmp_path / "r"), "--json", env=env)  # fmt: skip
+
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith("thermoscreen patients forget: incomplete: firestore: ")
+    receipt = json.loads(out.stdout)
+    assert receipt["failed"] == ["firestore"] and receipt["stores"]["archive"]["removed"]["sessions"] == 1
+    assert receipt["stores"]["registry"]["status"] == "kept"
