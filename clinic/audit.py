@@ -22,7 +22,7 @@ from transport.private_files import private_dir, private_file
 
 GENESIS = "0" * 64
 AUDIT_SUFFIX = ".audit.jsonl"
-ACTIONS = frozenset({"enrol", "lookup", "list-names", "report"})
+ACTIONS = frozenset({"enrol", "lookup", "list-names", "report", "forget"})
 _TAIL_CHUNK = 4096
 
 

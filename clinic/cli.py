@@ -1,4 +1,6 @@
-"""`thermoscreen patients ...`: enrol, list, show, lookup, audit. Names never leave the site.
+"""`thermoscreen patients ...`: enrol, list, show, lookup, audit (forget: thermoscreen/forget.py).
+
+Names never leave the site.
 
 Import-light: cryptography and SQLite load inside `run`.
 """
@@ -12,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
+def configure(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add the registry's actions; returns the subparsers, where the CLI layer adds `forget`
+    (it needs the bridge's stores, which this package may not import)."""
     parser.description = (
         "The clinic's patient registry: who a pseudonym (patient_ref) is, kept encrypted at the site, "
         "with a hash-chained audit log of every enrolment, lookup and report."
@@ -20,7 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="patients_command", metavar="ACTION", required=True)
 
     enrol = sub.add_parser("enrol", help="enrol a woman's RFID card", description="enrol a woman's RFID card")
-    _common(enrol, key=True)
+    add_common(enrol, key=True)
     enrol.add_argument("--site-key-file", type=Path, help="the site key, hex (else THERMOSCREEN_SITE_KEY)")
     enrol.add_argument("--uid", required=True, help="card UID in hex, 4, 7 or 10 bytes (e.g. 04:a2:2b:19)")
     enrol.add_argument("--name", required=True)
@@ -30,29 +34,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     enrol.set_defaults(run=_enrol)
 
     lst = sub.add_parser("list", help="enrolled pseudonyms and dates", description="enrolled pseudonyms and dates")
-    _common(lst, key=True)
+    add_common(lst, key=True)
     lst.add_argument("--names", action="store_true", help="also names (needs the key and --reason; audited)")
     lst.add_argument("--reason", help="why names are listed (goes in the audit log)")
     lst.set_defaults(run=_list)
 
     show = sub.add_parser("show", help="one pseudonym's enrolment (no names)", description="one enrolment, no names")
-    _common(show, key=False, audit=False, actor=False)
+    add_common(show, key=False, audit=False, actor=False)
     show.add_argument("ref", metavar="REF", help="patient_ref (16 hex)")
     show.set_defaults(run=_show)
 
     lookup = sub.add_parser("lookup", help="who a pseudonym is (audited)", description="who a pseudonym is (audited)")
-    _common(lookup, key=True)
+    add_common(lookup, key=True)
     lookup.add_argument("ref", metavar="REF", help="patient_ref (16 hex)")
     lookup.add_argument("--reason", required=True, help="why (goes in the audit log)")
     lookup.set_defaults(run=_lookup)
 
     audit = sub.add_parser("audit", help="check the audit log", description="check the audit log's hash chain")
-    _common(audit, key=False, actor=False)
+    add_common(audit, key=False, actor=False)
     audit.add_argument("--verify", action="store_true", required=True, help="check the hash chain")
     audit.set_defaults(run=_audit)
+    return sub
 
 
-def _common(parser: argparse.ArgumentParser, *, key: bool, audit: bool = True, actor: bool = True) -> None:
+def add_common(parser: argparse.ArgumentParser, *, key: bool, audit: bool = True, actor: bool = True) -> None:
     parser.add_argument("--registry", type=Path, required=True, help="registry file (SQLite, in its own directory)")
     if key:
         parser.add_argument("--key-file", type=Path, help="registry key, 32 bytes hex (else THERMOSCREEN_REGISTRY_KEY)")
@@ -63,7 +68,7 @@ def _common(parser: argparse.ArgumentParser, *, key: bool, audit: bool = True, a
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-def _audit_path(args: argparse.Namespace) -> Path:
+def audit_path(args: argparse.Namespace) -> Path:
     from clinic.audit import default_audit_path
 
     return args.audit if args.audit is not None else default_audit_path(args.registry)
@@ -84,7 +89,7 @@ def _enrol(args: argparse.Namespace) -> int:
     site_key = load_site_key(args.site_key_file)
     audit.current_actor(args.actor)
     with Registry(args.registry, key, create=True) as registry, registry.enrol(uid, fields, site_key) as ref:
-        audit.append(_audit_path(args), "enrol", actor=args.actor, patient_ref=ref, reason=None)
+        audit.append(audit_path(args), "enrol", actor=args.actor, patient_ref=ref, reason=None)
     _emit(args, {"patient_ref": ref, "registry": str(args.registry)}, f"enrolled as {ref}")
     return 0
 
@@ -101,7 +106,7 @@ def _list(args: argparse.Namespace) -> int:
         rows: list[dict[str, Any]] = [e.model_dump() for e in registry.list()]
         if args.names:
             audit.append(
-                _audit_path(args), "list-names", actor=args.actor, patient_ref=None, reason=args.reason,
+                audit_path(args), "list-names", actor=args.actor, patient_ref=None, reason=args.reason,
                 detail={"count": len(rows)},
             )  # fmt: skip
             for row in rows:
@@ -130,7 +135,7 @@ def _lookup(args: argparse.Namespace) -> int:
     key = load_registry_key(args.key_file)
     with Registry(args.registry, key) as registry:
         enrolment = registry.get(ref)
-        audit.append(_audit_path(args), "lookup", actor=args.actor, patient_ref=ref, reason=args.reason)
+        audit.append(audit_path(args), "lookup", actor=args.actor, patient_ref=ref, reason=args.reason)
         fields = registry.fields(ref)
     data = {**enrolment.model_dump(), **fields.model_dump(mode="json")}
     _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
@@ -140,7 +145,7 @@ def _lookup(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from clinic.audit import verify
 
-    path = _audit_path(args)
+    path = audit_path(args)
     count = verify(path)
     _emit(args, {"audit": str(path), "lines": count, "intact": True}, f"{path}: {count} line(s), chain intact")
     return 0

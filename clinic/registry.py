@@ -8,6 +8,7 @@ HMAC(registry key, uid), which is enough to refuse a card enrolled twice.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -215,6 +216,14 @@ class Registry:
         if row is None:
             raise LookupError(f"no patient {ref} in {self.path}")
         return Enrolment(patient_ref=row[0], enrolled_at=row[1])
+
+    def forget(self, ref: str) -> int:
+        """Delete her row (1 if she was enrolled, 0 if not), zeroing the freed pages (secure_delete)."""
+        self._db.execute("PRAGMA secure_delete=ON")
+        removed = int(self._db.execute("DELETE FROM patients WHERE patient_ref = ?", (ref,)).rowcount)
+        with contextlib.suppress(sqlite3.DatabaseError):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return removed
 
     def fields(self, ref: str) -> PatientFields:
         """Decrypt one patient's fields; a row whose ciphertext is not its own fails loudly."""

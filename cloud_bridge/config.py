@@ -154,6 +154,30 @@ class ProvenanceSettings(BaseModel):
     max_reoffers: int = Field(default=3, ge=0)
 
 
+class ErasureSettings(BaseModel):
+    """`[erasure]`: what `thermoscreen patients forget` and the bridge share (docs/patients.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Hashed ids of erased patients and sessions; the bridge drops their late messages at intake.
+    tombstones: Path = Path("thermoscreen-data/erased-patients.txt")
+    #: How the TSDB deletes by tag: `auto` asks the server (`/ping`); `victoriametrics`
+    #: (`/api/v1/admin/tsdb/delete_series`), `influxql` (InfluxDB 1.x `DROP SERIES`), `v2`
+    #: (InfluxDB 2 `/api/v2/delete`, untested here).
+    influx_api: Literal["auto", "victoriametrics", "influxql", "v2"] = "auto"
+
+
+class RetentionSettings(BaseModel):
+    """`[retention]`: sessions, frames and verdicts older than `days` leave the archive and
+    Firestore, checked every `interval_s`. Off unless `days` is set. InfluxDB keeps its own
+    bucket retention; VictoriaMetrics its `-retentionPeriod` flag (docs/patients.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    days: float | None = Field(default=None, gt=0)
+    interval_s: float = Field(default=3600.0, ge=1.0)
+
+
 class BridgeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -176,6 +200,8 @@ class BridgeConfig(BaseModel):
     #: `[metrics]`: Prometheus `/metrics` (off unless `prometheus_port` is set).
     metrics: PrometheusSettings = PrometheusSettings()
     provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
+    erasure: ErasureSettings = ErasureSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="before")
     @classmethod

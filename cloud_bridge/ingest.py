@@ -24,6 +24,7 @@ from collections.abc import Callable
 from cloud_bridge.channels import decode_item
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DeadItem, DurableQueue, NewItem
+from cloud_bridge.erasure_tombstones import ErasedIds
 from cloud_bridge.intake import Accepted, Rejected, RejectReason, classify
 from cloud_bridge.provenance import Provenance, Refused
 from contract.messages import DeadLetter
@@ -37,6 +38,8 @@ INTAKE_STAGE = "intake"
 #: Dead letters kept (a table row and an MQTT DeadLetter) per source and second at most; beyond
 #: that a flooding source's rejects are only counted, so invalid floods cannot fill the disk.
 DEADLETTERS_PER_SOURCE_S = 50
+#: The dead-letter counter (`intake/erased`) of messages dropped because their patient was erased.
+ERASED_REASON = "erased"
 
 
 def source_of(topic: str) -> str:
@@ -61,8 +64,11 @@ class Ingest:
         decoded: DecodedCache | None = None,
         provenance: Provenance | None = None,
         reoffer: Callable[[str, bytes], None] | None = None,
+        erased: ErasedIds | None = None,
     ) -> None:
         self._queue = queue
+        #: Tombstones of erased patients: their late messages are acked and counted, not stored.
+        self._erased = erased
         self._reoffer = reoffer
         self._next_reoffer_ns = 0
         #: Frames offered to the inference nodes again (no verdict came in time).
@@ -184,8 +190,13 @@ class Ingest:
         dead: list[DeadItem] = []
         letters: list[DeadLetter] = []
         silent = 0
+        if self._erased is not None:
+            self._erased.refresh()
         for message in batch:
             result = self._classify(message)
+            if isinstance(result, Accepted) and self._is_erased(result):
+                dead.append(_erased_item(message.topic, now))
+                continue
             if isinstance(result, Accepted):
                 source = source_of(message.topic)
                 item = NewItem(result.kind.value, message.topic, message.payload, now, source)
@@ -220,6 +231,9 @@ class Ingest:
                 log.warning("ignored a malformed message on %s: %s", message.topic, result.reason)
         if self._provenance is not None:
             for late in self._provenance.expired(now):
+                if self._erased is not None and self._erased.covers_decoded(decode_item(late.kind, late.payload)):
+                    dead.append(_erased_item(late.topic, now))
+                    continue
                 dead.append(_refused_item(Refused(_NO_FRAME, "its frame did not arrive in time"), late))
             self._provenance.forget_old(now)
         state = self._provenance.take_writes() if self._provenance is not None else None
@@ -249,6 +263,9 @@ class Ingest:
             self.dropped += dropped
             self.deadletters += len(letters)
             self.rejected_silently += silent
+
+    def _is_erased(self, accepted: Accepted) -> bool:
+        return self._erased is not None and self._erased.covers_decoded(accepted.decoded)
 
     def _offer_again(self) -> None:
         """Once a second: publish frames that got no verdict on their reoffer topic (after the commit
@@ -285,6 +302,11 @@ class Ingest:
 
 
 _NO_FRAME = RejectReason.VERDICT_NO_FRAME
+
+
+def _erased_item(topic: str, now: int) -> DeadItem:
+    """A message of an erased patient: counted (`intake/erased`), no row and no payload kept."""
+    return DeadItem(INTAKE_STAGE, ERASED_REASON, "patient erased", topic, b"", now, keep_row=False)
 
 
 def _refused_item(refused: Refused, item: NewItem) -> DeadItem:

@@ -20,8 +20,10 @@ from cloud_bridge.channels import SUBSCRIPTIONS
 from cloud_bridge.config import BridgeConfig, SinkRetry
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DurableQueue, QueueStats, SourceQuota
+from cloud_bridge.erasure_tombstones import ErasedIds
 from cloud_bridge.ingest import Ingest
 from cloud_bridge.provenance import Provenance
+from cloud_bridge.retention import RetentionWorker
 from cloud_bridge.session_verdicts import STAGE_NAME, PendingSessionVerdicts
 from cloud_bridge.sink import Backoff, Sink, SinkCounters, SinkWorker
 from cloud_bridge.verdict_publisher import SessionVerdictPublisher
@@ -106,6 +108,7 @@ class Bridge:
         self._metrics_thread: threading.Thread | None = None
         self._last_rate: tuple[float, int] = (time.monotonic(), 0)
         self.prometheus: MetricsServer | None = None
+        self.retention: RetentionWorker | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> Bridge:
@@ -151,6 +154,7 @@ class Bridge:
             archive_path=cfg.archive.path,
             archive_sink=archive_sink.name,
             decode=decoded.decode,
+            erased=ErasedIds(cfg.erasure.tombstones),  # one per thread: it is not thread-safe
         )
         for sink, retry in sinks:
             self.workers[sink.name] = SinkWorker(
@@ -187,6 +191,7 @@ class Bridge:
             decoded=decoded,
             provenance=provenance,
             reoffer=self._reoffer,
+            erased=ErasedIds(cfg.erasure.tombstones),
         ).start()
         # Handlers before connecting: a persistent session gets its queued messages right
         # after CONNACK, before any SUBSCRIBE of this connection.
@@ -207,6 +212,9 @@ class Bridge:
         self._watchdog = threading.Thread(target=self._watch, name="bridge-watchdog", daemon=True)
         self._watchdog.start()
         self._start_prometheus()
+        if cfg.retention.days is not None:
+            firestore = cfg.firestore if cfg.firestore.enabled else None
+            self.retention = RetentionWorker(cfg.retention, archive=cfg.archive.path, firestore=firestore).start()
         return self
 
     def _start_prometheus(self) -> None:
@@ -265,6 +273,8 @@ class Bridge:
             self.prometheus.stop()
             self.prometheus = None
         self._metrics_stop.set()
+        if self.retention is not None:
+            self.retention.stop()
         if self._metrics_thread is not None:
             self._metrics_thread.join(5.0)
         if self._watchdog is not None:

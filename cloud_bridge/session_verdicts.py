@@ -32,6 +32,7 @@ from cloud_bridge.archive import Archive
 from cloud_bridge.channels import Decoded, Kind, SessionClosed, SessionOutcome, decode_item, expect
 from cloud_bridge.config import SessionSettings
 from cloud_bridge.durable_queue import Batch, DurableQueue, NewItem, QueuedItem
+from cloud_bridge.erasure_tombstones import ErasedIds
 from cloud_bridge.session_rule import RULE_NAME, combine
 from contract.messages import RfidEvent, RfidEventKind, SessionVerdict, Verdict
 from contract.topics import session_verdict_topic
@@ -74,8 +75,11 @@ class PendingSessionVerdicts:
         archive_path: Path,
         archive_sink: str,
         decode: Callable[[str, bytes], Decoded] = decode_item,
+        erased: ErasedIds | None = None,
     ) -> None:
         self._queue = queue
+        #: Erased patients: a session of theirs still in memory is dropped, never judged.
+        self._erased = erased
         self._settings = settings
         self._archive_path = archive_path
         self._archive_sink = archive_sink
@@ -165,12 +169,18 @@ class PendingSessionVerdicts:
 
     # -- judging ---------------------------------------------------------------------------
     def _judge_due(self, now: float) -> None:
+        if self._erased is not None:
+            self._erased.refresh()
         with self._lock:
             ended = [(sid, s) for sid, s in self._sessions.items() if s.ended_ns is not None]
         for session_id, session in ended:
             self._judge(session_id, session, now)
 
     def _judge(self, session_id: str, session: _Session, now: float) -> None:
+        if self._erased is not None and self._erased.covers(session.patient_ref, session_id):
+            log.info("session %s: its patient was erased; dropped without a verdict", session_id)
+            self._forget(session_id)
+            return
         verdicts = [v for v in session.verdicts.values() if v.device_id == session.device_id]
         frames_in = len(verdicts)
         reported = session.frames_reported

@@ -30,7 +30,11 @@ SUBCOMMANDS: tuple[tuple[str, str, str], ...] = (
     ("demo", "devtools.demo_cli", "run the whole system locally with simulated devices"),
     ("bench", "devtools.bench.cli", "benchmarks: sensor, inference, bridge, e2e, faults"),
     ("protocol", "thermoscreen.protocol_cli", "decode or encode MQTT contract v1 payloads"),
-    ("patients", "clinic.cli", "the clinic's patient registry: enrol, find, audit (names never leave the site)"),
+    (
+        "patients",
+        "thermoscreen.forget",
+        "the clinic's patient registry: enrol, find, audit, forget (names never leave the site)",
+    ),
 )
 
 Runner = Callable[[argparse.Namespace], int]
