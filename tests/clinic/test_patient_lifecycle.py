@@ -201,12 +201,17 @@ def test_enrol_screen_lookup_report_forget_leaves_nothing_of_her(
 
         looked_up = _json(env, "patients", "lookup", her, *reg, "--reason", "flagged screening follow-up")
         assert looked_up["name"] == "Ama Mensah"
-        for name, ids in (("her", sorted(her_ids)), ("other", sorted(other_ids))):
-            session_args = [a for sid in ids for a in ("--session", sid)]
-            out = _cli(env, "report", *session_args, "--archive", str(config.archive.path),
-                       "--out", str(reports / f"{name}.html"))  # fmt: skip
-            assert out.returncode == 0, out.stderr
-        assert her in (reports / "her.html").read_text()
+        # Her history for the doctor: every session of hers, with names (the registry is at hand).
+        out = _cli(env, "report", "--patient", her, "--archive", str(config.archive.path), *reg,
+                   "--reason", "history review", "--out", str(reports / "her.html"))  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        history = (reports / "her.html").read_text()
+        assert f'<meta name="thermoscreen-patient" content="{her}">' in history and "Ama Mensah" in history
+        assert all(sid in history for sid in her_ids) and "Efua Owusu" not in history
+        session_args = [a for sid in sorted(other_ids) for a in ("--session", sid)]
+        out = _cli(env, "report", *session_args, "--archive", str(config.archive.path),
+                   "--out", str(reports / "other.html"))  # fmt: skip
+        assert out.returncode == 0, out.stderr
         before_other = {t: ids & ({other} | other_ids) for t, ids in _archive_ids(config.archive.path).items()}
         other_series = len(victoria.export(f'{{patient_ref="{other}"}}'))
         docs_before = _firestore_docs(emulator_project)
@@ -262,8 +267,10 @@ def test_enrol_screen_lookup_report_forget_leaves_nothing_of_her(
     assert again["complete"]
     assert all(sum(s.get("removed", {}).values()) == 0 for s in again["stores"].values())
     audit = _json(env, "patients", "audit", *reg, "--verify")
-    assert audit["intact"] and audit["lines"] == 2 + 1 + 4  # enrolments, lookup, two forgets (each 2 lines)
+    # enrolments, lookup, the named history report, two forgets (each 2 lines)
+    assert audit["intact"] and audit["lines"] == 2 + 1 + 1 + 4
     log_lines = [json.loads(line) for line in registry_path.with_name("patients.sqlite.audit.jsonl").open()]
+    assert [(e["action"], e["patient_ref"]) for e in log_lines if e["action"] == "report"] == [("report", her)]
     forgets = [e for e in log_lines if e["action"] == "forget"]
     assert [e["detail"]["status"] for e in forgets] == ["attempted", "completed", "attempted", "completed"]
     assert forgets[1]["actor"] == "dpo" and forgets[1]["reason"] == "erasure request"
