@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from contract.ids import MIN_SITE_KEY_BYTES
+from contract.ids import MIN_SITE_KEY_BYTES, SITE_KEY_ENV
 
 REGISTRY_KEY_ENV = "THERMOSCREEN_REGISTRY_KEY"
-SITE_KEY_ENV = "THERMOSCREEN_SITE_KEY"
 REGISTRY_KEY_BYTES = 32
 
 

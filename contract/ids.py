@@ -32,6 +32,8 @@ PATIENT_REF_HEX_CHARS = 16
 #: wire that gets stored -- sequence numbers, timestamps, counts -- must stay at or below it.
 INT64_MAX = 2**63 - 1
 MIN_SITE_KEY_BYTES = 16
+#: Where the sensor and the clinic tools read the site key (hex) when no key file is named.
+SITE_KEY_ENV = "THERMOSCREEN_SITE_KEY"
 
 
 def validate_device_id(device_id: str) -> str:

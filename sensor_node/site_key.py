@@ -11,11 +11,9 @@ import os
 import secrets
 from pathlib import Path
 
-from contract.ids import MIN_SITE_KEY_BYTES
+from contract.ids import MIN_SITE_KEY_BYTES, SITE_KEY_ENV
 
 log = logging.getLogger(__name__)
-
-SITE_KEY_ENV = "THERMOSCREEN_SITE_KEY"
 
 
 def _parse_hex(text: str, where: str) -> bytes:
