@@ -61,7 +61,8 @@ def test_every_message_lands_exactly_once_and_a_redelivery_only_overwrites_itsel
     assert once.received == sent + 1 and once.deadletters == 0 and once.dropped == 0 and once.sink_rejected == 0
     by_design = Counter({end_point_active(s): 1 for s in sessions})
     assert keys == expected and repeats == by_design
-    assert once_counts == {"sessions": 2, "verdicts": 48, "frames": 48} and once_rewrites == {}
+    assert once_counts == {"sessions": 2, "verdicts": 48, "frames": 48}
+    assert once_rewrites == {}, "an archive row was written twice"
     # The redelivery: received, written again over its own rows and points, nothing added.
     assert summary.received == sent + 1 + again and summary.deadletters == 0 and summary.dropped == 0
     assert keys_after == expected and repeats_after == by_design + Counter(redelivered)
