@@ -74,11 +74,14 @@ def test_every_message_lands_exactly_once_and_a_redelivery_only_overwrites_itsel
             assert record is not None and record.has_verdict and record.frames == 24
 
 
-def test_tsdb_stopped_30_s_mid_run_then_everything_lands(
+def test_tsdb_stopped_mid_run_then_everything_lands(
     mosquitto: LocalMosquitto, running_victoria: LocalVictoriaMetrics, bridge_dir: Path
 ) -> None:
-    """The issue's fault: the TSDB is down for 30 s while devices keep sending."""
-    outage_s = 30.0
+    """The TSDB is down while devices keep sending. The outage is the shortest that proves it:
+    the sink has failed and backed off more than once, the archive kept up, the queue held
+    everything with a growing age (all reached in about 1 s here); longer ones only wait
+    longer (the fault bench runs 60 s outages)."""
+    outage_s = 2.0
     config = bridge_config(bridge_dir, mosquitto.url, influx_url=running_victoria.url)
     before, during = make_session("outage-1", 20, seed=3), make_session("outage-2", 40, seed=4)
     bridge = Bridge(config).start()
