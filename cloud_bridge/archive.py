@@ -26,6 +26,9 @@ Tables (`SCHEMA_SQL`): `sessions` (PK session_id), `verdicts` (PK device_id, inc
 `frames` (PK device_id, incarnation, seq: a re-imaged device starts its seq at 0 again; pixels
 are int16 centi-degrees C, little-endian, row-major, zlib-compressed). Version-1 files (keyed
 device_id, seq) are migrated on the writer's open, their rows under the legacy incarnation.
+`rewrites` (PK kind, device_id) counts raw writes that met an existing frame or verdict row
+(`REWRITES_SQL` triggers; `Archive.rewrites()`): a replay overwrites its row, so row counts
+alone cannot show that anything was written twice.
 
 The archive holds results of a screening aid, not a diagnosis.
 """
@@ -98,7 +101,30 @@ CREATE TABLE IF NOT EXISTS frames (
     PRIMARY KEY (device_id, incarnation, seq)
 );
 CREATE INDEX IF NOT EXISTS frames_session ON frames (session_id, capture_ns);
+CREATE TABLE IF NOT EXISTS rewrites (
+    kind      TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    n         INTEGER NOT NULL,
+    PRIMARY KEY (kind, device_id)
+);
 """
+
+# Why triggers: BEFORE INSERT sees the row an INSERT OR REPLACE is about to replace, in the
+# writer's own transaction, so the count survives a SIGKILL exactly as the rows do; it costs
+# one primary-key probe per row and no change to the writers. Kept out of SCHEMA_SQL because
+# `_migrate` splits that on ";".
+REWRITES_SQL = "".join(
+    f"""
+CREATE TRIGGER IF NOT EXISTS {table}_rewrites BEFORE INSERT ON {table}
+WHEN EXISTS (SELECT 1 FROM {table} WHERE device_id = NEW.device_id AND incarnation = NEW.incarnation
+             AND seq = NEW.seq)
+BEGIN
+    INSERT INTO rewrites (kind, device_id, n) VALUES ('{table}', NEW.device_id, 1)
+    ON CONFLICT (kind, device_id) DO UPDATE SET n = n + 1;
+END;
+"""
+    for table in ("frames", "verdicts")
+)
 
 # SQLite stores integers as signed 64-bit; sequence numbers are u64. Values below 2**63 (all
 # real ones) are stored as they are; larger ones wrap to negative (two's complement).
@@ -297,6 +323,7 @@ def connect_archive(path: str | Path, *, readonly: bool) -> sqlite3.Connection:
             conn.execute("PRAGMA synchronous=FULL")
             _migrate(conn)
             conn.executescript(SCHEMA_SQL)
+            conn.executescript(REWRITES_SQL)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.commit()
         conn.execute("PRAGMA busy_timeout=10000")
@@ -542,6 +569,17 @@ class Archive:
             table: int(self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
             for table in ("sessions", "verdicts", "frames")
         }
+
+    def rewrites(self) -> dict[str, int]:
+        """Raw frame and verdict writes that overwrote an existing row, per table ({} in archives
+        written before the counter existed). Zero unless something was delivered twice."""
+        try:
+            rows = self._conn.execute("SELECT kind, SUM(n) FROM rewrites GROUP BY kind").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return {}
+            raise
+        return {str(kind): int(n) for kind, n in rows}
 
 
 def _frame_series(rows: Iterable[tuple[object, ...]]) -> FrameSeries:

@@ -357,6 +357,7 @@ def _counts(
         "duplicates": archive.duplicates + tsdb.duplicates,
         "stored_archive": in_archive,
         "stored_tsdb": in_tsdb,
+        "archive_rewrites": archive.rewrites,
         "tsdb_rewrites": tsdb.rewrites,
         "tsdb_collisions": tsdb.collisions,
         "verdicts_missing": verdicts_missing,

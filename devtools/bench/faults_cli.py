@@ -16,7 +16,8 @@ no incarnation yet; `lost` = offered - stored; `duplicates`: rows/points beyond 
 identity; `frames_without_verdict`: frames of the scenario's devices (hostile ones included)
 stored in the archive with no stored verdict; `recovery_s`: from the repair until every frame offered before it is in
 both stores and verdicts for newer frames reach the devices again (null: nothing to recover
-from). Also `stored_archive`, `stored_tsdb`, `tsdb_rewrites` (the same point written twice;
+from). Also `stored_archive`, `stored_tsdb`, `archive_rewrites` (frames written again over their
+own archive row: redeliveries), `tsdb_rewrites` (the same point written twice;
 VictoriaMetrics keeps both samples), `tsdb_collisions` (two frames folded into one point),
 `verdicts_missing` (stored frames without a stored verdict), `outage_s` (fault to repaired,
 restart included), `unacked`, `device_reconnects`, `unexpected_restarts` and, for the

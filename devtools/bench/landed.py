@@ -7,7 +7,10 @@ bridge stores it.
 
 Two stores are read back independently:
 - the bridge's SQLite archive (`frames` and `verdicts` tables, keyed by device and seq, so a
-  redelivered frame overwrites its row; rows beyond one per key would be duplicates);
+  redelivered frame overwrites its row; rows beyond one per key would be duplicates). Its
+  *rewrites* (raw frame writes that overwrote an existing row) come from the archive's own
+  `rewrites` counter, kept by triggers in the writer's transaction: row counts alone can never
+  show a redelivery;
 - the TSDB (VictoriaMetrics export of the `frame_stats` measurement's `seq` field; one point
   per frame, keyed by its tags and capture time). A frame stored as two distinct points
   (e.g. different time or tags) is a duplicate. The same point written twice (same series,
@@ -47,7 +50,7 @@ class StoredFrames:
     keys: dict[str, dict[FrameKey, int]] = field(default_factory=dict)
     #: Rows/points beyond one per frame identity.
     duplicates: int = 0
-    #: TSDB only: identical points written more than once.
+    #: Identical frames written more than once (archive: overwritten rows; TSDB: repeated samples).
     rewrites: int = 0
     #: TSDB only: points of different frames with the same series and timestamp (one overwrites the other).
     collisions: int = 0
@@ -107,7 +110,27 @@ def archive_frames(path: Path, devices: Iterable[str]) -> StoredFrames:
     columns = "device_id, {incarnation}, seq, capture_ns"
     for device_id, incarnation, seq, capture_ns in _archive_rows(path, columns, "frames", wanted):
         out.add(str(device_id), str(incarnation or NO_INCARNATION), int(seq), int(capture_ns))
+    out.rewrites = archive_rewrites(path, wanted, "frames")
     return out
+
+
+def archive_rewrites(path: Path, devices: Iterable[str], kind: str) -> int:
+    """Raw `kind` ("frames" or "verdicts") writes of `devices` that overwrote an existing archive
+    row (0 before the bridge created the archive, or in one written before the counter existed)."""
+    wanted = list(devices)
+    if not path.exists() or not wanted:
+        return 0
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+    try:
+        conn.execute("PRAGMA busy_timeout=10000")
+        sql = f"SELECT COALESCE(SUM(n), 0) FROM rewrites WHERE kind = ? AND device_id IN ({_placeholders(len(wanted))})"
+        return int(conn.execute(sql, [kind, *wanted]).fetchone()[0])
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return 0
+        raise
+    finally:
+        conn.close()
 
 
 def archive_verdicts(path: Path, devices: Iterable[str]) -> dict[str, set[FrameKey]]:

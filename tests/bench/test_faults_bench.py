@@ -28,8 +28,29 @@ SCENARIOS = [
 #: Scenarios reported but not asserted (none: incarnations, session ownership and re-offers are merged).
 KNOWN_OPEN: set[str] = set()
 KNOWN_OPEN_VERDICTS: set[str] = set()
+#: Scenarios in which nothing is delivered twice, so no archive row may be written twice: the
+#: archive's raw-write counter must stay 0 (its rows are keyed, so `duplicates` cannot show it).
+#: Broker restart, bridge kill and device cut-off may legitimately redeliver (QoS 1 resends).
+NO_REDELIVERY = (
+    "tsdb_outage",
+    "inference_kill",
+    "malformed_payloads",
+    "device_reimage",
+    "session_replay",
+    "hostile_flood",
+)
 #: Fields every scenario reports.
-FIELDS = ("offered", "stored", "lost", "duplicates", "frames_without_verdict", "stored_archive", "stored_tsdb")
+FIELDS = (
+    "offered",
+    "stored",
+    "lost",
+    "duplicates",
+    "frames_without_verdict",
+    "stored_archive",
+    "stored_tsdb",
+    "archive_rewrites",
+    "tsdb_rewrites",
+)
 
 
 def _goals(s: dict[str, Any]) -> bool:
@@ -63,6 +84,8 @@ def test_faults_bench_every_scenario_loses_and_duplicates_nothing(tmp_path: Path
         if name != "malformed_payloads":
             assert s["recovery_s"] is not None and s["recovery_s"] >= 0, (name, s)
 
+    for name in NO_REDELIVERY:
+        assert scenarios[name]["archive_rewrites"] == 0, (name, scenarios[name])
     # Faults that never touch the path from the broker to the nodes leave no frame unverdicted.
     for name in ("tsdb_outage", "bridge_kill", "device_cutoff", "malformed_payloads"):
         assert scenarios[name]["verdicts_missing"] == 0, (name, scenarios[name])

@@ -9,14 +9,17 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from cloud_bridge.archive import SCHEMA_SQL
+import numpy as np
+
+from cloud_bridge.archive import REWRITES_SQL, SCHEMA_SQL, Archive, ArchivedFrame, compress_centi
 from contract.ids import LEGACY_INCARNATION
-from devtools.bench.landed import archive_frames, archive_verdicts, without_verdict
+from devtools.bench.landed import archive_frames, archive_rewrites, archive_verdicts, without_verdict
 
 
 def _archive(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path)
     conn.executescript(SCHEMA_SQL)
+    conn.executescript(REWRITES_SQL)
     return conn
 
 
@@ -49,6 +52,7 @@ def test_a_reimaged_device_without_incarnation_collides_on_seq(tmp_path: Path) -
     stored = archive_frames(path, ["d1"])
     assert set(stored.identities("d1")) == {(LEGACY_INCARNATION, s) for s in (0, 1, 2)}
     assert stored.total == 3  # five frames offered: two lost to the collision
+    assert stored.rewrites == 2  # the two overwrites are counted, although the rows stayed three
     assert without_verdict(stored, archive_verdicts(path, ["d1"])) == 2
 
 
@@ -65,3 +69,24 @@ def test_incarnations_keep_a_reimaged_devices_frames_apart(tmp_path: Path) -> No
     assert len(stored.identities("d1")) == 5
     assert stored.duplicates == 0
     assert without_verdict(stored, archive_verdicts(path, ["d1"])) == 0
+
+
+def _archived(device: str, seq: int) -> ArchivedFrame:
+    centi = np.full((24, 32), 3000 + seq, dtype=np.int16)
+    return ArchivedFrame(device, seq, "s1", "p1", 1_000 + seq, 24, 32, 24.0, compress_centi(centi), "00000000000000aa")
+
+
+def test_the_archive_counts_every_raw_write_that_overwrote_a_row(tmp_path: Path) -> None:
+    """The bridge's writer, not SQL of the test's own: a redelivered frame keeps one row, and is counted."""
+    path = tmp_path / "archive.sqlite"
+    with Archive(path, readonly=False) as archive:
+        archive.put_frames([_archived("d1", s) for s in range(5)] + [_archived("d2", 0)])
+        archive.commit()
+        assert archive.rewrites() == {}
+        archive.put_frames([_archived("d1", 3), _archived("d1", 4), _archived("d1", 4)])  # a batch replayed
+        archive.commit()
+        assert archive.counts()["frames"] == 6
+        assert archive.rewrites() == {"frames": 3}
+    assert archive_frames(path, ["d1"]).rewrites == 3
+    assert archive_frames(path, ["d2"]).rewrites == 0  # counted per device
+    assert archive_rewrites(path, ["d1", "d2"], "verdicts") == 0

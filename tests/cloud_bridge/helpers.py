@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,7 +11,10 @@ from typing import Any, TypeVar
 from cloud_bridge.archive import Archive
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.provenance import shipped_model_version
+from contract import timeseries as schema
+from devtools.local_tsdb import LocalVictoriaMetrics, PointKey
 from devtools.synthetic_stream import MODEL_VERSION as SYNTHETIC_MODEL
+from devtools.synthetic_stream import SyntheticSession, session_verdict_points
 from transport.config_file import validate_model
 from transport.connection import MqttConnection, PublishReceipt
 
@@ -68,3 +72,19 @@ def archive_counts(path: Path) -> dict[str, int]:
         return {"sessions": 0, "verdicts": 0, "frames": 0}
     with Archive(path) as archive:
         return archive.counts()
+
+
+def repeated_samples(victoria: LocalVictoriaMetrics, selector: str) -> Counter[PointKey]:
+    """Raw VictoriaMetrics samples beyond the first of each point (it keeps every sample written)."""
+    counts: Counter[PointKey] = Counter()
+    for series in victoria.export(selector):
+        labels = tuple(sorted(series.labels.items()))
+        counts.update((series.name, labels, ts) for ts in series.timestamps_ms)
+    return Counter({key: n - 1 for key, n in counts.items() if n > 1})
+
+
+def end_point_active(session: SyntheticSession) -> PointKey:
+    """The one point written twice by design: the session verdict completes the rfid end's
+    `event=end` point and writes its `active` field (0) again, same tags and timestamp."""
+    _, labels, ts = next(iter(session_verdict_points(session)))
+    return (f"{schema.SESSION.name}_active", labels, ts)

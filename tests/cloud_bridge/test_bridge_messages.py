@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 from pathlib import Path
 
 import pytest
@@ -30,17 +31,19 @@ from tests.mqtt_helpers import Collector, connect, subscribe_and_wait
 def test_malformed_messages_go_to_the_dead_letter_topic_and_are_not_stored(
     mosquitto: LocalMosquitto, running_victoria: LocalVictoriaMetrics, bridge_dir: Path
 ) -> None:
+    """The TSDB is shared by the session's tests: only this run's device (a fresh id) is counted."""
+    bad = f"dl-bad-{secrets.token_hex(4)}"
     config = bridge_config(bridge_dir, mosquitto.url, influx_url=running_victoria.url)
     good = make_session("dl-good", 2, seed=5)
     other = make_session("dl-other", 1, seed=6)
     bad_frame = bytearray(encode_frame(good.frames[0]))
     bad_frame[-1] ^= 0x7F  # a pixel far out of range
     malformed = [
-        (frame_topic("dl-bad"), b"not a frame at all"),
-        (frame_topic("dl-bad"), bytes(bad_frame[:-7])),  # truncated
-        (verdict_topic("dl-bad"), encode_message(other.verdicts[0])),  # device differs from the topic
-        (rfid_topic("dl-bad"), b'{"v": 1, "event": "session_start"}'),
-        ("thermo/v1/dl-bad/verdict", b'{"v": 3}'),  # messages v1 and v2 are read; v3 does not exist
+        (frame_topic(bad), b"not a frame at all"),
+        (frame_topic(bad), bytes(bad_frame[:-7])),  # truncated
+        (verdict_topic(bad), encode_message(other.verdicts[0])),  # device differs from the topic
+        (rfid_topic(bad), b'{"v": 1, "event": "session_start"}'),
+        (f"thermo/v1/{bad}/verdict", b'{"v": 3}'),  # messages v1 and v2 are read; v3 does not exist
     ]
     watcher = connect(mosquitto.url)
     letters = Collector()
@@ -71,10 +74,11 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_are_not_stored(
         assert archive.counts() == {"sessions": 1, "verdicts": 2, "frames": 2}
     keys, _ = running_victoria.wait_for_points('{device_id="dl-good",__name__="frame_stats_mean_c"}', 2)
     assert len(keys) == 2
-    assert running_victoria.export_keys('{device_id="dl-bad",__name__!~"deadletter_.*"}')[0] == set()
+    assert running_victoria.export_keys(f'{{device_id="{bad}",__name__!~"deadletter_.*"}}')[0] == set()
     assert running_victoria.export_keys('{device_id="dl-other"}')[0] == set()
-    dead, _ = running_victoria.wait_for_points('{__name__="deadletter_count",component="bridge"}', len(malformed))
-    assert len(dead) == len(malformed)
+    selector = f'{{__name__="deadletter_count",component="bridge",device_id="{bad}"}}'
+    dead, repeated = running_victoria.wait_for_points(selector, len(malformed))
+    assert len(dead) == len(malformed) and repeated == 0
 
 
 def _expected_probability(probabilities: list[float]) -> float:

@@ -81,13 +81,14 @@ def test_cli_bad_config_is_one_line_with_exit_2(tmp_path: Path) -> None:
 def test_cli_unreachable_broker_is_one_line_with_exit_2(tmp_path: Path) -> None:
     from devtools.local_mosquitto import free_port
 
+    port = free_port()
     cfg = tmp_path / "b.toml"
     cfg.write_text("[mqtt]\nconnect_timeout_s = 1.0\n", encoding="utf-8")
     out = _cli(
         "--config",
         str(cfg),
         "--broker",
-        f"mqtt://127.0.0.1:{free_port()}",
+        f"mqtt://127.0.0.1:{port}",
         "--queue",
         str(tmp_path / "q.sqlite"),
         "--archive",
@@ -95,4 +96,6 @@ def test_cli_unreachable_broker_is_one_line_with_exit_2(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     err = out.stderr.decode().strip().splitlines()
-    assert err[-1].startswith("thermoscreen bridge: error: cannot connect to MQTT broker"), err
+    assert len(err) == 1, err  # no traceback, no log lines around it
+    assert err[0].startswith(f"thermoscreen bridge: error: cannot connect to MQTT broker mqtt://127.0.0.1:{port} "), err
+    assert out.stdout == b""

@@ -94,9 +94,18 @@ def test_drop_newest_refuses_new_items_beyond_the_limit(tmp_path: Path) -> None:
 
 
 def test_oldest_item_age_grows_while_a_sink_is_behind(tmp_path: Path) -> None:
-    q = DurableQueue(tmp_path / "q.sqlite", ["a"])
+    """Two snapshots while the sink is behind: the age grows with the clock; once it caught up, 0."""
+    q = DurableQueue(tmp_path / "q.sqlite", ["a", "b"])
     q.append([NewItem("frame", "t", b"x", time.time_ns() - 5_000_000_000)])
-    assert q.stats().oldest_age_s == pytest.approx(5.0, abs=1.0)
+    first, t_first = q.stats().oldest_age_s, time.monotonic()
+    assert first == pytest.approx(5.0, abs=1.0)
+    time.sleep(0.3)
+    second, t_second = q.stats().oldest_age_s, time.monotonic()
+    assert second - first == pytest.approx(t_second - t_first, abs=0.1)
+    q.confirm(q.read("a", max_items=10))
+    assert q.stats().oldest_age_s >= second  # "b" still has not taken it
+    q.confirm(q.read("b", max_items=10))
+    assert q.stats().oldest_age_s == 0.0
     q.close()
 
 

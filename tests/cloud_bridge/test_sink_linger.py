@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cloud_bridge.archive import Archive
+from cloud_bridge.archive_sink import ArchiveSink
 from cloud_bridge.config import load_config
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DurableQueue, NewItem, QueuedItem
@@ -22,41 +24,51 @@ from contract.topics import frame_topic
 from devtools.synthetic_stream import make_session
 
 
-class RecordingSink:
-    """An in-memory store (the worker's logic is under test, not a store)."""
+class ObservedArchiveSink(ArchiveSink):
+    """The real archive sink (a real SQLite archive), with each batch it is handed noted."""
 
     name = "rec"
-    kinds: frozenset[str] | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
         self.batches: list[list[bytes]] = []
         self.written = threading.Event()
 
     def write(self, items: Sequence[QueuedItem]) -> int:
+        written = super().write(items)
         self.batches.append([i.payload for i in items])
         self.written.set()
-        return len(items)
+        return written
 
-    def close(self) -> None:
-        pass
+
+_FRAMES = [encode_frame(f) for f in make_session("linger-1", 10, seed=3).frames]
 
 
 def _items(n: int, start: int = 0) -> list[NewItem]:
-    return [NewItem("frame", f"t/{start + i}", f"p{start + i}".encode(), time.time_ns()) for i in range(n)]
+    return [
+        NewItem(Kind.FRAME, frame_topic("linger-1"), _FRAMES[start + i], time.time_ns(), "linger-1") for i in range(n)
+    ]
+
+
+def _archived(sink: ArchiveSink) -> int:
+    with Archive(sink.path) as archive:
+        return archive.counts()["frames"]
 
 
 def test_linger_waits_for_a_full_batch_while_items_keep_arriving(tmp_path: Path) -> None:
     queue = DurableQueue(tmp_path / "q.sqlite", ["rec"], synchronous="normal")
-    sink = RecordingSink()
+    sink = ObservedArchiveSink(tmp_path / "archive.sqlite")
     # quiet_s = linger/4 = 5 s: the second append (moments later) arrives well inside it.
     worker = SinkWorker(sink, queue, batch_items=10, backoff=Backoff(0.1, 1.0), linger_s=20.0).start()
     try:
         queue.append(_items(3))
         queue.append(_items(7, start=3))
         assert queue.wait_empty(15.0)
-        assert sink.batches == [[f"p{i}".encode() for i in range(10)]]
+        assert sink.batches == [_FRAMES[:10]]
+        assert _archived(sink) == 10
     finally:
         worker.stop()
+        sink.close()
         queue.close()
 
 
@@ -87,7 +99,7 @@ def test_linger_ends_when_the_stream_goes_quiet(tmp_path: Path) -> None:
 
 def test_stop_flushes_a_lingering_batch_at_once(tmp_path: Path) -> None:
     queue = DurableQueue(tmp_path / "q.sqlite", ["rec"], synchronous="normal")
-    sink = RecordingSink()
+    sink = ObservedArchiveSink(tmp_path / "archive.sqlite")
     worker = SinkWorker(sink, queue, batch_items=1000, backoff=Backoff(0.1, 1.0), linger_s=600.0).start()
     try:
         queue.append(_items(2))
@@ -95,10 +107,11 @@ def test_stop_flushes_a_lingering_batch_at_once(tmp_path: Path) -> None:
         assert not sink.written.wait(0.3)
         worker.stop(timeout=30.0)
         assert not worker.alive
-        assert sink.batches == [[b"p0", b"p1"]]
-        assert queue.stats().depth == 0
+        assert sink.batches == [_FRAMES[:2]]
+        assert _archived(sink) == 2 and queue.stats().depth == 0
     finally:
         worker.stop()
+        sink.close()
         queue.close()
 
 

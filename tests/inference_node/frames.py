@@ -30,9 +30,12 @@ def make_frame(images: npt.NDArray[np.float32], device: str, seq: int, *, sessio
 
 
 def publish_frames(
-    conn: MqttConnection, images: npt.NDArray[np.float32], device: str, seqs: Iterable[int]
+    conn: MqttConnection, images: npt.NDArray[np.float32], device: str, seqs: Iterable[int], *, session: bool = True
 ) -> list[PublishReceipt]:
-    return [conn.publish(frame_topic(device), encode_frame(make_frame(images, device, s)), qos=1) for s in seqs]
+    return [
+        conn.publish(frame_topic(device), encode_frame(make_frame(images, device, s, session=session)), qos=1)
+        for s in seqs
+    ]
 
 
 def all_acked(receipts: list[PublishReceipt], timeout: float = 10.0) -> None:

@@ -25,22 +25,32 @@ def test_a_frame_that_already_waited_longer_than_t_goes_out_without_waiting() ->
 
 
 def test_frames_arriving_within_t_join_the_batch() -> None:
+    """The consumer takes the first frame and is waiting for company before the others arrive
+    (so the waiting path runs every time); it returns as soon as B are in, long before T."""
     batcher: MicroBatcher[int] = MicroBatcher(max_items=3, max_wait_s=5.0)
     batcher.put(0)
-    started = threading.Event()
+    out: list[list[int]] = []
+    done = threading.Event()
 
-    def late_producer() -> None:
-        started.set()
-        batcher.put(1)
-        batcher.put(2)
-        batcher.put(3)
+    def consume() -> None:
+        out.append([a.item for a in batcher.next_batch(1.0)])
+        done.set()
 
-    thread = threading.Thread(target=late_producer)
+    thread = threading.Thread(target=consume)
     thread.start()
-    started.wait(5)
-    batch = batcher.next_batch(1.0)  # returns as soon as B=3 items are in, long before T
+    deadline = time.monotonic() + 5.0
+    while batcher.qsize() and time.monotonic() < deadline:  # until the consumer took frame 0
+        time.sleep(0.001)
+    assert batcher.qsize() == 0
+    assert not done.wait(0.05), "the consumer must be waiting for the rest of its batch"
+    put_at = time.monotonic()
+    for i in (1, 2, 3):
+        batcher.put(i)
+    assert done.wait(5.0)
+    elapsed = time.monotonic() - put_at
     thread.join(5)
-    assert [a.item for a in batch] == [0, 1, 2]
+    assert out == [[0, 1, 2]]
+    assert elapsed < 1.0, f"{elapsed:.2f} s: the batch waited for T instead of returning at B"
     assert batcher.qsize() == 1  # item 3 waits for the next batch
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pwd
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -194,69 +193,22 @@ def test_a_stalled_broker_gets_the_window_again_with_the_same_sequence_numbers(
     assert len(frames) > len(by_seq)  # the resend produced duplicates, which consumers drop by seq
 
 
-def _self_signed_tls(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1, made here (no files from elsewhere)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "thermoscreen test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(2)
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = directory / "ca.crt", directory / "server.crt", directory / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return paths
-
-
 def test_mqtts_url_with_ca_file_and_username(
     tmp_path: Path, run_node: StartNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from broker.mosquitto_conf import Listener, render_config
-    from devtools.local_mosquitto import free_port
+    """Against the secured broker (TLS, password file, ACL), so the username and its password
+    are really checked: a wrong password is refused, the right one publishes frames."""
+    from devtools.secure_broker import SecureBroker, connect_outcome
 
-    ca, cert, key = _self_signed_tls(tmp_path)
-    port = free_port()
-    config = tmp_path / "tls.conf"
-    listener = Listener(port=port, tls=(ca, cert, key))
-    user = pwd.getpwuid(os.getuid()).pw_name  # as root, Mosquitto would become a user that cannot read tmp_path
-    config.write_text(render_config([listener], allow_anonymous=True, user=user), encoding="utf-8")
-    monkeypatch.setenv("THERMOSCREEN_MQTT_PASSWORD", "not-checked-by-this-broker")
-    with LocalMosquitto(config, ports=[port], workdir=tmp_path) as broker:
-        url = f"mqtts://127.0.0.1:{broker.port}"
-        mqtt = {"url": url, "username": "pi-1", "ca_file": str(ca)}
-        running = run_node(fast_config(tmp_path, url, mqtt=mqtt, session={"anonymous_capture": True}), NoTaps())
+    with SecureBroker(tmp_path) as broker:
+        creds = broker.add_device("pi-1")
+        refusal = connect_outcome(broker.settings(creds), "not-the-password")
+        assert refusal is not None and "Not authorized" in refusal, refusal
+        monkeypatch.setenv("THERMOSCREEN_MQTT_PASSWORD", creds.password)
+        mqtt = {"url": broker.tls_url, "username": creds.username, "ca_file": str(broker.ca_file)}
+        running = run_node(
+            fast_config(tmp_path, broker.tls_url, mqtt=mqtt, session={"anonymous_capture": True}), NoTaps()
+        )
         wait_until(lambda: running.node.publisher.stats.acked >= 5, 15, "frames acknowledged over TLS")
         running.stop()
         assert running.node.connection.settings.tls

@@ -30,14 +30,27 @@ def test_synthetic_source_shows_a_warm_torso_with_sensor_noise() -> None:
     assert float(np.abs(before - after).mean()) > 0.2  # a different person
 
 
-def test_device_offset_is_stable_per_device_and_differs_between_devices() -> None:
-    def mean_of(device: str) -> float:
-        config = SensorConfig.model_validate({"device": {"id": device}, "source": {"synthetic": {"sick_fraction": 0}}})
-        source = open_source(config)
-        return float(np.mean([source.read()[0].mean() for _ in range(2)]))
+def test_device_offset_is_stable_per_device_and_differs_between_devices(tmp_path: Path) -> None:
+    """The same thermogram replayed on two devices: the scene is identical, so the mean residual
+    against the block-averaged scene is each device's offset (noise averages out over 768 pixels)."""
+    path = write_synthetic_npz(tmp_path / "thermograms.npz", 1, height=120, width=160, seed=5)
+    scene = block_average(synthetic_thermograms(1, height=120, width=160, seed=5)["temperature_centi_c"][0] / 100)
 
+    def residuals(device: str) -> list[np.ndarray]:
+        config = SensorConfig.model_validate(
+            {"device": {"id": device}, "source": {"kind": "replay", "replay": {"path": str(path)}}}
+        )
+        source = open_source(config)
+        return [source.read()[0] - scene for _ in range(8)]
+
+    first, again, other = residuals("pi-1"), residuals("pi-1"), residuals("pi-2")
+    offset_1, offset_2 = (float(np.mean(r)) for r in (first, other))
+    noise = float(np.std(first[0] - first[1]))  # pixel noise between two frames of one device
+    assert 0.02 < noise < 0.5
     assert device_seed("pi-1") == device_seed("pi-1") != device_seed("pi-2")
-    assert mean_of("pi-1") == mean_of("pi-1")
+    assert offset_1 == float(np.mean(again))  # stable: the same device gives the same offset
+    assert abs(offset_1) <= 1.0 + noise and abs(offset_2) <= 1.0 + noise  # within the +-1 C accuracy
+    assert abs(offset_1 - offset_2) > noise, (offset_1, offset_2, noise)  # two devices really differ
 
 
 def test_replay_source_block_averages_thermograms_from_an_npz(tmp_path: Path) -> None:
