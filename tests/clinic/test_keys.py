@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from clinic.keys import REGISTRY_KEY_ENV, SITE_KEY_ENV, load_registry_key, load_site_key
+from clinic.keys import REGISTRY_KEY_ENV, load_registry_key, load_site_key
+from contract.ids import SITE_KEY_ENV
 
 
 def test_file_wins_over_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

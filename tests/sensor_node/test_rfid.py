@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from contract.ids import make_patient_ref
+from contract.ids import SITE_KEY_ENV, make_patient_ref
 from sensor_node.emulation.mfrc522_chip import Card, EmulatedMfrc522, crc_a
 from sensor_node.mfrc522_reader import CardReadError, ChipError, Mfrc522, RfidError
 from sensor_node.rfid import (
@@ -25,7 +25,7 @@ from sensor_node.rfid import (
     parse_card_line,
     read_card_script,
 )
-from sensor_node.site_key import SITE_KEY_ENV, load_site_key
+from sensor_node.site_key import load_site_key
 
 UID = bytes.fromhex("04a1b2c3")
 UID7 = bytes.fromhex("04112233445566")
