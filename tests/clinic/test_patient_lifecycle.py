@@ -235,8 +235,8 @@ def test_enrol_screen_lookup_report_forget_leaves_nothing_of_her(
         _wait_verdicts(config.archive.path, {control.session_id})
         # Every message of hers: card scans, frames and ends from the device, verdicts from inference.
         expected = 2 * len(list(late.ordered_messages()))
-        wait_until(lambda: bridge.summary().dead_letters.get("intake/erased", 0), lambda n: n >= expected, 30.0,
-                   "her late messages dropped")  # fmt: skip
+        wait_until(lambda: dict(bridge.summary().dead_letters), lambda d: d.get("intake/erased", 0) >= expected,
+                   30.0, "her late messages dropped")  # fmt: skip
         assert bridge.wait_idle(30.0)
         dropped = bridge.summary().dead_letters.get("intake/erased", 0)
     finally:
