@@ -32,8 +32,8 @@ from cloud_bridge.archive import Archive
 from cloud_bridge.channels import Decoded, Kind, SessionClosed, SessionOutcome, decode_item, expect
 from cloud_bridge.config import SessionSettings
 from cloud_bridge.durable_queue import Batch, DurableQueue, NewItem, QueuedItem
-from cloud_bridge.session_rule import RULE_NAME, combine
 from contract.messages import RfidEvent, RfidEventKind, SessionVerdict, Verdict
+from contract.session_rule import RULE_NAME, combine
 from contract.topics import session_verdict_topic
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from cloud_bridge.session_rule import combine, logit, sigmoid
 from contract.messages import Verdict
+from contract.session_rule import combine, logit, sigmoid
 
 
 def _v(seq: int, p: float, model: str = "m1", threshold: float = 0.5) -> Verdict:

@@ -13,8 +13,9 @@ Why the mean of logits: it is the geometric-mean odds, so one noisy frame moves 
 less than one confident frame does under a max rule, and a uniform session keeps its
 per-frame probability exactly.
 
-Written against the contract's `Verdict` (what inference nodes publish), not a store's row
-type: the session stage holds the frame verdicts it received from the queue.
+Lives in the contract because the bridge, the device's edge mode and training's session-level
+evaluation all apply it (runtime packages cannot import each other). Written against the
+contract's `Verdict` (what inference nodes publish), not a store's row type.
 """
 
 from __future__ import annotations
