@@ -207,6 +207,8 @@ class PendingSessionVerdicts:
             rule=RULE_NAME,
             model_version=combined.model_version,
             ts_ns=time.time_ns(),
+            member_spread=combined.member_spread,
+            inconclusive=combined.inconclusive,
         )
         outcome = SessionOutcome(verdict=verdict, started_ns=session.started_ns, ended_ns=session.ended_ns)
         self._emit(Kind.SESSION_OUTCOME, session.device_id, outcome.model_dump_json().encode("utf-8"))
@@ -216,7 +218,7 @@ class PendingSessionVerdicts:
             session_id,
             combined.frames,
             combined.probability,
-            "flagged" if combined.flagged else "not flagged",
+            "inconclusive" if combined.inconclusive else "flagged" if combined.flagged else "not flagged",
         )
         self._forget(session_id)
 

@@ -8,6 +8,10 @@ Rule `mean-logit-v1`:
 3. Convert each probability to a logit (probabilities clipped to [1e-6, 1 - 1e-6]), take the
    mean over frames and map it back with the sigmoid: that is the session probability.
 4. Flag the session when that probability >= the model's threshold (carried in its verdicts).
+5. The session is "inconclusive: repeat the capture" (`is_inconclusive`) when its verdicts carry
+   an inconclusive rule and the session probability lies in the rule's band, or the mean of
+   the frames' member spreads exceeds the rule's limit. The band and the limit are chosen by
+   training on validation patients (see docs/model_report.md) and travel in every verdict.
 
 Why the mean of logits: it is the geometric-mean odds, so one noisy frame moves the result
 less than one confident frame does under a max rule, and a uniform session keeps its
@@ -28,7 +32,8 @@ from dataclasses import dataclass
 from contract.messages import Verdict
 
 RULE_NAME = "mean-logit-v1"
-_EPS = 1e-6
+#: Probabilities are clipped to [eps, 1 - eps] before a logit.
+LOGIT_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -38,10 +43,12 @@ class Combined:
     flagged: bool
     threshold: float
     model_version: str
+    member_spread: float | None = None
+    inconclusive: bool = False
 
 
 def logit(p: float) -> float:
-    q = min(max(p, _EPS), 1.0 - _EPS)
+    q = min(max(p, LOGIT_EPS), 1.0 - LOGIT_EPS)
     return math.log(q / (1.0 - q))
 
 
@@ -50,6 +57,19 @@ def sigmoid(x: float) -> float:
         return 1.0 / (1.0 + math.exp(-x))
     e = math.exp(x)
     return e / (1.0 + e)
+
+
+def is_inconclusive(
+    probability: float,
+    spread: float | None,
+    band_low: float | None,
+    band_high: float | None,
+    max_spread: float | None,
+) -> bool:
+    """The inconclusive rule, for a frame (the node) and for a session (the bridge, edge mode, training)."""
+    near = band_low is not None and band_high is not None and band_low <= probability <= band_high
+    apart = spread is not None and max_spread is not None and spread > max_spread
+    return near or apart
 
 
 def combine(verdicts: Sequence[Verdict]) -> Combined | None:
@@ -65,11 +85,15 @@ def combine(verdicts: Sequence[Verdict]) -> Combined | None:
     version = max(counts, key=lambda mv: (counts[mv], latest[mv]))
     chosen = [v for v in frames if v.model_version == version]
     probability = sigmoid(sum(logit(v.probability) for v in chosen) / len(chosen))
-    threshold = chosen[-1].threshold
+    last = chosen[-1]
+    spreads = [v.member_spread for v in chosen if v.member_spread is not None]
+    spread = sum(spreads) / len(spreads) if spreads else None
     return Combined(
         frames=len(chosen),
         probability=probability,
-        flagged=probability >= threshold,
-        threshold=threshold,
+        flagged=probability >= last.threshold,
+        threshold=last.threshold,
         model_version=version,
+        member_spread=spread,
+        inconclusive=is_inconclusive(probability, spread, last.band_low, last.band_high, last.max_member_spread),
     )
