@@ -20,7 +20,7 @@ from transport.metrics_http import PrometheusSettings
 Variant = Literal["auto", "float32", "int8"]
 
 #: The public key that signed the shipped model (its private half stays with whoever trains).
-SHIPPED_MODEL_PUBLIC_KEY = "ed25519:OSpdzNqoM/x9RMo48b46sug13CcWEgIPpa3SwaySgrw="
+SHIPPED_MODEL_PUBLIC_KEY = "ed25519:Asu7VbMS3OjGRDP+prW6ucSGJPbkFVYqPIYBvjEATBA="
 #: Frames received but not yet scored; beyond this the node drops (and counts) new frames
 #: instead of growing without bound while the broker keeps delivering faster than it scores.
 DEFAULT_MAX_PENDING_FRAMES = 10_000

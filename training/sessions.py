@@ -77,14 +77,18 @@ def judge_sessions(
     """(sessions, frames) frame probabilities (and member spreads) -> one contract session verdict each."""
     out = []
     for i, row in enumerate(probabilities):
-        verdicts = [
+        verdicts = [  # model_construct: thousands of in-process verdicts, no validation needed
             Verdict.model_construct(
                 device_id="replay",
                 seq=j,
                 capture_ns=j,
                 probability=float(p),
+                label="",
+                flagged=bool(p >= threshold),
                 threshold=threshold,
                 model_version="evaluation",
+                node_id="evaluation",
+                latency_ms=0.0,
                 member_spread=None if spreads is None else float(spreads[i, j]),
                 band_low=None if band is None else band.low,
                 band_high=None if band is None else band.high,
