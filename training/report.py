@@ -337,6 +337,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "no lesion location. Per-fold protocol-0 test sets hold only a handful of sick patients, hence the wide "
         "spreads.",
         "- The 24x32 sensor sees far less than the 640x480 thermograms the DMR-IR labels were made with.",
+        "- Calibration is fitted on single-member out-of-fold logits but applied to the mean of the members' "
+        "logits (averaging shrinks their spread), one source of the remaining miscalibration. The member-spread "
+        "limit is a declared constant, not chosen on data: validation patients are scored by one member only.",
+        "- Replayed sessions repeat one thermogram; a real session's frames differ more (posture, breathing).",
         "- Screening aid, not a diagnosis: every flagged result needs a clinician's follow-up.",
         "",
     ]

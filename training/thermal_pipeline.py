@@ -228,6 +228,8 @@ def run_thermal_training(opts: ThermalRunOptions) -> dict[str, Any]:
         f"highest threshold reaching sensitivity >= {opts.sensitivity_target:.2f} on {SESSION_FRAMES}-frame replayed "
         f"sessions of all patients, each scored by the one member that did not see it (calibrated, mean-logit rule)"
     )
+    if cv is None:
+        rule += "; no cross-validation in this run, so no held-out metrics"
     rng = np.random.default_rng(opts.seed + 17)
     representative = model_input(
         np.concatenate([augmented_device_frames(data.frames_c, rng) for _ in range(max(1, -(-200 // data.n)))])

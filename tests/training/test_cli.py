@@ -117,7 +117,7 @@ def test_train_thermal_cli_shows_progress_and_writes_a_loadable_model(synthetic_
         "3",
     )
     assert out.returncode == 0, out.stderr
-    assert "[final] epoch 1/2" in out.stderr and "[final] epoch 2/2" in out.stderr
+    assert "[member 1] epoch 1/2" in out.stderr and "[member 5] epoch 2/2" in out.stderr  # the 5 final members
     assert out.stdout == ""
     assert {p.name for p in (tmp_path / "m").iterdir()} >= {
         "model.tflite",
