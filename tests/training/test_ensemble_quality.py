@@ -88,3 +88,37 @@ def test_report_holds_session_calibration_and_shortcut_figures(trained_thermal: 
         assert per_fold[key]["n"] == 2, key
     assert 0.0 <= report["ensemble"]["pooled_inconclusive_share"]["mean"] <= 1.0
     assert "single CNN" in (trained_thermal.report_dir / "model_report.md").read_text()
+
+
+def test_runner_refuses_a_manifest_whose_members_do_not_match_the_outputs(
+    trained_thermal: TrainedThermal, tmp_path: Path
+) -> None:
+    import shutil
+
+    from contract.model.manifest import ManifestError
+
+    model = shutil.copytree(trained_thermal.model_dir, tmp_path / "m")
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["ensemble"]["members"] = manifest["ensemble"]["members"][:2]
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="is not 2 member logits per frame"):
+        ModelRunner.load(model)
+    manifest["ensemble"]["members"] = manifest["ensemble"]["members"][:1]
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="members"):
+        ModelRunner.load(model)
+
+
+def test_an_inconclusive_band_that_misses_the_threshold_is_refused(
+    trained_thermal: TrainedThermal, tmp_path: Path
+) -> None:
+    import shutil
+
+    from contract.model.manifest import ManifestError
+
+    model = shutil.copytree(trained_thermal.model_dir, tmp_path / "m")
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["inconclusive"]["band_low"] = manifest["inconclusive"]["band_high"] = 0.999
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="does not contain threshold"):
+        ModelRunner.load(model)
