@@ -19,13 +19,15 @@ Read API (what the report builds on)::
 
 `SessionRecord` fields: session_id, device_id, patient_ref, started_ns, ended_ns (None while
 open), frames_reported (the device's frame count at session end), and the session verdict:
-frames (verdicts combined), probability, flagged, threshold, rule, model_version, verdict_ns
-(all None until the bridge has computed it; `has_verdict` says whether it has).
+frames (verdicts combined), probability, flagged, threshold, rule, model_version, verdict_ns,
+member_spread and inconclusive ("inconclusive: repeat the capture"; all None until the bridge
+has computed it; `has_verdict` says whether it has).
 
 Tables (`SCHEMA_SQL`): `sessions` (PK session_id), `verdicts` (PK device_id, incarnation, seq),
 `frames` (PK device_id, incarnation, seq: a re-imaged device starts its seq at 0 again; pixels
 are int16 centi-degrees C, little-endian, row-major, zlib-compressed). Version-1 files (keyed
-device_id, seq) are migrated on the writer's open, their rows under the legacy incarnation.
+device_id, seq) are migrated on the writer's open, their rows under the legacy incarnation;
+files from before the inconclusive fields gain those columns in place (NULL / 0 in old rows).
 `rewrites` (PK kind, device_id) counts raw writes that met an existing frame or verdict row
 (`REWRITES_SQL` triggers; `Archive.rewrites()`): a replay overwrites its row, so row counts
 alone cannot show that anything was written twice.
@@ -68,7 +70,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     threshold       REAL,
     rule            TEXT,
     model_version   TEXT,
-    verdict_ns      INTEGER
+    verdict_ns      INTEGER,
+    member_spread   REAL,
+    inconclusive    INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_ns);
 CREATE TABLE IF NOT EXISTS verdicts (
@@ -84,6 +88,11 @@ CREATE TABLE IF NOT EXISTS verdicts (
     node_id       TEXT NOT NULL,
     latency_ms    REAL NOT NULL,
     incarnation   TEXT NOT NULL DEFAULT '0000000000000000',
+    member_spread REAL,
+    band_low      REAL,
+    band_high     REAL,
+    max_member_spread REAL,
+    inconclusive  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (device_id, incarnation, seq)
 );
 CREATE INDEX IF NOT EXISTS verdicts_session ON verdicts (session_id, capture_ns);
@@ -162,6 +171,8 @@ class SessionRecord:
     rule: str | None
     model_version: str | None
     verdict_ns: int | None
+    member_spread: float | None = None
+    inconclusive: bool | None = None
 
     @property
     def has_verdict(self) -> bool:
@@ -182,6 +193,13 @@ class VerdictRecord:
     node_id: str
     latency_ms: float
     incarnation: str = LEGACY_INCARNATION
+    #: The inconclusive fields (contract `Verdict`), kept so that a session re-judged from the
+    #: archive applies the same inconclusive rule.
+    member_spread: float | None = None
+    band_low: float | None = None
+    band_high: float | None = None
+    max_member_spread: float | None = None
+    inconclusive: bool = False
 
     @classmethod
     def from_verdict(cls, v: Verdict) -> VerdictRecord:
@@ -189,6 +207,7 @@ class VerdictRecord:
         return cls(
             v.device_id, v.seq, v.session_id, v.patient_ref, v.capture_ns, v.probability, v.flagged,
             v.threshold, v.model_version, v.node_id, v.latency_ms, v.incarnation,
+            v.member_spread, v.band_low, v.band_high, v.max_member_spread, v.inconclusive,
         )  # fmt: skip
 
     def as_verdict(self) -> Verdict:
@@ -208,6 +227,11 @@ class VerdictRecord:
             node_id=self.node_id,
             latency_ms=self.latency_ms,
             incarnation=self.incarnation,
+            member_spread=self.member_spread,
+            band_low=self.band_low,
+            band_high=self.band_high,
+            max_member_spread=self.max_member_spread,
+            inconclusive=self.inconclusive,
         )
 
 
@@ -259,16 +283,27 @@ def decompress_centi(blob: bytes, rows: int, cols: int) -> npt.NDArray[np.int16]
 
 _SESSION_COLUMNS = (
     "session_id, device_id, patient_ref, started_ns, ended_ns, frames_reported, end_reason, "
-    "frames, probability, flagged, threshold, rule, model_version, verdict_ns"
+    "frames, probability, flagged, threshold, rule, model_version, verdict_ns, member_spread, inconclusive"
 )
 _VERDICT_COLUMNS = (
     "device_id, seq, session_id, patient_ref, capture_ns, probability, flagged, threshold, "
-    "model_version, node_id, latency_ms, incarnation"
+    "model_version, node_id, latency_ms, incarnation, member_spread, band_low, band_high, max_member_spread, "
+    "inconclusive"
+)
+#: Columns added after version 2 (table, column, declaration): added in place to older archives.
+_ADDED_COLUMNS = (
+    ("sessions", "member_spread", "REAL"),
+    ("sessions", "inconclusive", "INTEGER"),
+    ("verdicts", "member_spread", "REAL"),
+    ("verdicts", "band_low", "REAL"),
+    ("verdicts", "band_high", "REAL"),
+    ("verdicts", "max_member_spread", "REAL"),
+    ("verdicts", "inconclusive", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
 def _session(row: tuple[object, ...]) -> SessionRecord:
-    (sid, dev, pref, started, ended, reported, reason, frames, prob, flagged, thr, rule, mv, vns) = row
+    (sid, dev, pref, started, ended, reported, reason, frames, prob, flagged, thr, rule, mv, vns, spread, inc) = row
     return SessionRecord(
         session_id=str(sid),
         device_id=str(dev),
@@ -284,11 +319,13 @@ def _session(row: tuple[object, ...]) -> SessionRecord:
         rule=None if rule is None else str(rule),
         model_version=None if mv is None else str(mv),
         verdict_ns=None if vns is None else int(vns),  # type: ignore[call-overload]
+        member_spread=None if spread is None else float(spread),  # type: ignore[arg-type]
+        inconclusive=None if inc is None else bool(inc),
     )
 
 
 def _verdict(row: tuple[object, ...]) -> VerdictRecord:
-    (dev, seq, sid, pref, cap, prob, flagged, thr, mv, node, lat, inc) = row
+    (dev, seq, sid, pref, cap, prob, flagged, thr, mv, node, lat, inc, spread, low, high, limit, unsure) = row
     return VerdictRecord(
         device_id=str(dev),
         seq=seq_from_sql(int(seq)),  # type: ignore[call-overload]
@@ -302,7 +339,23 @@ def _verdict(row: tuple[object, ...]) -> VerdictRecord:
         node_id=str(node),
         latency_ms=float(lat),  # type: ignore[arg-type]
         incarnation=str(inc),
+        member_spread=_optional_float(spread),
+        band_low=_optional_float(low),
+        band_high=_optional_float(high),
+        max_member_spread=_optional_float(limit),
+        inconclusive=bool(unsure),
     )
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Archives written before the inconclusive fields gain their columns (NULL / 0 for old rows)."""
+    for table, column, declaration in _ADDED_COLUMNS:
+        if column not in {str(c[1]) for c in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
 
 def connect_archive(path: str | Path, *, readonly: bool) -> sqlite3.Connection:
@@ -323,6 +376,7 @@ def connect_archive(path: str | Path, *, readonly: bool) -> sqlite3.Connection:
             conn.execute("PRAGMA synchronous=FULL")
             _migrate(conn)
             conn.executescript(SCHEMA_SQL)
+            _add_columns(conn)
             conn.executescript(REWRITES_SQL)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.commit()
@@ -488,13 +542,16 @@ class Archive:
         rule: str,
         model_version: str,
         verdict_ns: int,
+        member_spread: float | None = None,
+        inconclusive: bool = False,
     ) -> None:
         self._conn.execute(
             "INSERT INTO sessions (session_id, device_id, patient_ref, frames, probability, flagged, threshold, "
-            "rule, model_version, verdict_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "rule, model_version, verdict_ns, member_spread, inconclusive) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (session_id) DO UPDATE SET frames = excluded.frames, probability = excluded.probability, "
             "flagged = excluded.flagged, threshold = excluded.threshold, rule = excluded.rule, "
-            "model_version = excluded.model_version, verdict_ns = excluded.verdict_ns",
+            "model_version = excluded.model_version, verdict_ns = excluded.verdict_ns, "
+            "member_spread = excluded.member_spread, inconclusive = excluded.inconclusive",
             (
                 session_id,
                 device_id,
@@ -506,12 +563,14 @@ class Archive:
                 rule,
                 model_version,
                 verdict_ns,
+                member_spread,
+                int(inconclusive),
             ),
         )
 
     def put_verdicts(self, verdicts: Iterable[VerdictRecord]) -> None:
         self._conn.executemany(
-            f"INSERT OR REPLACE INTO verdicts ({_VERDICT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO verdicts ({_VERDICT_COLUMNS}) VALUES ({', '.join('?' * 17)})",
             [
                 (
                     v.device_id,
@@ -526,6 +585,11 @@ class Archive:
                     v.node_id,
                     v.latency_ms,
                     v.incarnation,
+                    v.member_spread,
+                    v.band_low,
+                    v.band_high,
+                    v.max_member_spread,
+                    int(v.inconclusive),
                 )
                 for v in verdicts
             ],

@@ -129,6 +129,8 @@ class ArchiveSink:
             rule=v.rule,
             model_version=v.model_version,
             verdict_ns=v.ts_ns,
+            member_spread=v.member_spread,
+            inconclusive=v.inconclusive,
         )
         return 1
 

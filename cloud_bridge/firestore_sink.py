@@ -6,10 +6,12 @@ which arrive separately, end up in one document):
 
 - `patients/{patient_ref}`: patient_ref, session_ids (array union), device_ids (array union)
 - `sessions/{session_id}`: device_id, patient_ref, started_ns, ended_ns, frames_reported,
-  end_reason, verdict {probability, flagged, threshold, rule, model_version, frames, ts_ns}
+  end_reason, verdict {probability, flagged, threshold, rule, model_version, frames, ts_ns, inconclusive,
+  member_spread}
 - `frames/{device_id}-{seq:020d}`: device_id, seq, session_id, patient_ref, capture_ns,
   rows, cols, ambient_c, temperatures (zlib of int16 little-endian centi-degrees C, row-major),
-  encoding, verdict {probability, label, flagged, threshold, model_version, node_id, latency_ms}
+  encoding, verdict {probability, label, flagged, threshold, model_version, node_id, latency_ms, inconclusive,
+  member_spread}
 
 Credentials: with FIRESTORE_EMULATOR_HOST set, anonymous (the emulator); else
 `firestore.credentials_file` (a service-account JSON), else Application Default Credentials
@@ -93,6 +95,8 @@ def _verdict_writes(v: Verdict, store_frames: bool, array_union: Any) -> list[Wr
         "model_version": v.model_version,
         "node_id": v.node_id,
         "latency_ms": v.latency_ms,
+        "inconclusive": v.inconclusive,
+        "member_spread": v.member_spread,
     }
     data = {
         "device_id": v.device_id,
@@ -132,6 +136,8 @@ def _outcome_writes(outcome: SessionOutcome, store_frames: bool, array_union: An
         "model_version": v.model_version,
         "frames": v.frames,
         "ts_ns": v.ts_ns,
+        "inconclusive": v.inconclusive,
+        "member_spread": v.member_spread,
     }
     data = {"device_id": v.device_id, "patient_ref": v.patient_ref, "ended_ns": outcome.ended_ns, "verdict": verdict}
     return [("sessions", v.session_id, data)]

@@ -39,6 +39,7 @@ class RejectReason(StrEnum):
     #: Refused by the provenance rules (`provenance`): session ownership and verdict checks.
     SESSION_OWNER = "session-owner"
     VERDICT_FLAGGED = "verdict-flagged"
+    VERDICT_INCONCLUSIVE = "verdict-inconclusive"
     VERDICT_MODEL = "verdict-model"
     VERDICT_NO_FRAME = "verdict-no-frame"
     VERDICT_MISMATCH = "verdict-mismatch"

@@ -128,6 +128,8 @@ def verdict_line(v: Verdict) -> str:
             "threshold": v.threshold,
             "latency_ms": v.latency_ms,
             "seq": float(v.seq),
+            "inconclusive": float(v.inconclusive),
+            **({} if v.member_spread is None else {"member_spread": v.member_spread}),
         },
         v.capture_ns,
     )
@@ -152,6 +154,8 @@ def session_outcome_line(outcome: SessionOutcome) -> str:
             "flagged": float(v.flagged),
             "threshold": v.threshold,
             "verdict_frames": float(v.frames),
+            "inconclusive": float(v.inconclusive),
+            **({} if v.member_spread is None else {"member_spread": v.member_spread}),
         },
         outcome.ended_ns,
     )

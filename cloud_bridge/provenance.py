@@ -7,7 +7,8 @@ rules (issue 12.3, 12.4):
 - a session belongs to the device and `patient_ref` that first named it (its `session_start`,
   or failing that its first frame or `session_end`); an rfid event or a frame naming that
   session from another device, or with another patient, is a dead letter;
-- a verdict is stored only if its `flagged` equals `probability >= threshold`, its model is one
+- a verdict is stored only if its `flagged` equals `probability >= threshold`, its `inconclusive`
+  equals its own rule (band and spread limit, `contract.session_rule.is_inconclusive`), its model is one
   the site approved, and it matches a frame the bridge holds (device, incarnation, seq, session,
   patient); exactly one verdict per frame is stored, later ones are dead letters;
 - a verdict that arrives before its frame is held (durably, bounded in count and time) and
@@ -31,6 +32,7 @@ from cloud_bridge.intake import RejectReason
 from contract.frame import Frame
 from contract.messages import RfidEvent, Verdict
 from contract.model import shipped
+from contract.session_rule import is_inconclusive
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS session_owners (
@@ -72,6 +74,20 @@ class Refused:
 
 
 FrameKey = tuple[str, str, int]
+
+
+def inconclusive_inconsistency(v: Verdict) -> str | None:
+    """Why a verdict's inconclusive fields contradict each other, or None when they agree."""
+    if (v.band_low is None) != (v.band_high is None):
+        return "band_low and band_high must be given together"
+    if v.band_low is not None and v.band_high is not None and not v.band_low <= v.threshold <= v.band_high:
+        return "the inconclusive band does not contain the threshold"
+    if (v.max_member_spread is not None) and v.member_spread is None:
+        return "max_member_spread without member_spread"
+    expected = is_inconclusive(v.probability, v.member_spread, v.band_low, v.band_high, v.max_member_spread)
+    if v.inconclusive != expected:
+        return f"inconclusive {v.inconclusive} contradicts the verdict's own band and spread limit"
+    return None
 
 
 def _seq_sql(seq: int) -> int:
@@ -231,6 +247,9 @@ class Provenance:
     def _verdict(self, v: Verdict, item: NewItem) -> Decision:
         if v.flagged != (v.probability >= v.threshold):
             return Decision(Refused(RejectReason.VERDICT_FLAGGED, "flagged contradicts probability >= threshold"))
+        inconsistent = inconclusive_inconsistency(v)
+        if inconsistent is not None:
+            return Decision(Refused(RejectReason.VERDICT_INCONCLUSIVE, inconsistent))
         if v.model_version not in self._approved:
             return Decision(Refused(RejectReason.VERDICT_MODEL, f"model {v.model_version!r} is not approved here"))
         key = key_of(v)

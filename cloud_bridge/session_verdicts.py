@@ -33,8 +33,8 @@ from cloud_bridge.channels import Decoded, Kind, SessionClosed, SessionOutcome, 
 from cloud_bridge.config import SessionSettings
 from cloud_bridge.durable_queue import Batch, DurableQueue, NewItem, QueuedItem
 from cloud_bridge.erasure_tombstones import ErasedIds
-from cloud_bridge.session_rule import RULE_NAME, combine
 from contract.messages import RfidEvent, RfidEventKind, SessionVerdict, Verdict
+from contract.session_rule import RULE_NAME, combine
 from contract.topics import session_verdict_topic
 
 log = logging.getLogger(__name__)
@@ -217,6 +217,8 @@ class PendingSessionVerdicts:
             rule=RULE_NAME,
             model_version=combined.model_version,
             ts_ns=time.time_ns(),
+            member_spread=combined.member_spread,
+            inconclusive=combined.inconclusive,
         )
         outcome = SessionOutcome(verdict=verdict, started_ns=session.started_ns, ended_ns=session.ended_ns)
         self._emit(Kind.SESSION_OUTCOME, session.device_id, outcome.model_dump_json().encode("utf-8"))
@@ -226,7 +228,7 @@ class PendingSessionVerdicts:
             session_id,
             combined.frames,
             combined.probability,
-            "flagged" if combined.flagged else "not flagged",
+            "inconclusive" if combined.inconclusive else "flagged" if combined.flagged else "not flagged",
         )
         self._forget(session_id)
 

@@ -65,6 +65,8 @@ TimestampNs = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Seq = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+#: A spread of logits (they are clipped to about +-14 for probabilities in [1e-6, 1 - 1e-6]).
+MemberSpread = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
 MetricName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
 MetricValue = Annotated[float, Field(ge=-MAX_METRIC_ABS, le=MAX_METRIC_ABS, allow_inf_nan=False)]
 
@@ -89,6 +91,8 @@ class ScreeningResult(StrEnum):
 
     REFER = "refer_for_follow_up"
     NO_FINDING = "no_finding"
+    #: The ensemble's members disagree or the probability lies near the threshold: capture again.
+    INCONCLUSIVE = "inconclusive_repeat_capture"
 
 
 class DeviceStatus(_Message):
@@ -156,6 +160,15 @@ class Verdict(_Message):
     latency_ms: float = Field(ge=0.0, le=MAX_LATENCY_MS)
     #: The frame's incarnation: (device_id, incarnation, seq) names the frame.
     incarnation: Incarnation = LEGACY_INCARNATION
+    #: Population std of the ensemble members' logits (None: a single model).
+    member_spread: MemberSpread | None = None
+    #: The model's inconclusive rule (contract.session_rule.is_inconclusive), carried so that
+    #: the bridge can check `inconclusive` and apply the same rule per session. None: no rule.
+    band_low: Probability | None = None
+    band_high: Probability | None = None
+    max_member_spread: MemberSpread | None = None
+    #: "Inconclusive: repeat the capture" (near the threshold, or members disagree).
+    inconclusive: bool = False
 
 
 class SessionVerdict(_Message):
@@ -173,6 +186,10 @@ class SessionVerdict(_Message):
     ts_ns: TimestampNs
     #: The incarnation of the device whose session (and frames) this is.
     incarnation: Incarnation = LEGACY_INCARNATION
+    #: Mean member spread over the session's frames (None: a single model).
+    member_spread: MemberSpread | None = None
+    #: "Inconclusive: repeat the capture": the device shows ScreeningResult.INCONCLUSIVE.
+    inconclusive: bool = False
 
 
 class NodeRole(StrEnum):

@@ -38,6 +38,8 @@ VERDICT = Measurement(
         "threshold": "decision threshold of the model that produced it",
         "latency_ms": "node processing latency",
         "seq": "frame sequence number",
+        "inconclusive": "1 if the frame is inconclusive (near the threshold or members disagree), else 0",
+        "member_spread": "std of the ensemble members' logits (absent for a single model)",
     },
 )
 
@@ -81,6 +83,8 @@ SESSION = Measurement(
         "flagged": "1 if the session is flagged for follow-up (end only)",
         "threshold": "threshold used for the session verdict (end only)",
         "verdict_frames": "frame verdicts combined into the session verdict (end only)",
+        "inconclusive": "1 if the session is inconclusive: repeat the capture (end only)",
+        "member_spread": "mean member spread of the session's frames (end only; absent for a single model)",
     },
 )
 

@@ -150,6 +150,10 @@ def _labels(**tags: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in tags.items() if v))
 
 
+#: The fields a (single-model) session verdict adds to the `event=end` session point.
+SESSION_VERDICT_FIELDS = ("probability", "flagged", "threshold", "verdict_frames", "inconclusive")
+
+
 def expected_series(
     session: SyntheticSession, *, rows_every: int, with_end: bool = True, with_verdict: bool = True
 ) -> dict[SeriesKey, set[int]]:
@@ -171,6 +175,8 @@ def expected_series(
                 out[(f"{schema.FRAME_ROW.name}_{name}", row_labels)] = sampled
     verdict_ts = {v.capture_ns // 1_000_000 for v in session.verdicts}
     for name in schema.VERDICT.fields:
+        if name == "member_spread" and all(v.member_spread is None for v in session.verdicts):
+            continue  # written only for ensemble verdicts
         out[(f"{schema.VERDICT.name}_{name}", labels)] = verdict_ts
     start_labels = _labels(**ids, event="start")
     for name in ("active", "frames"):
@@ -179,7 +185,7 @@ def expected_series(
         end_labels = _labels(**ids, event="end")
         end_names = ["active", "frames"]
         if with_verdict:
-            end_names += ["probability", "flagged", "threshold", "verdict_frames"]
+            end_names += list(SESSION_VERDICT_FIELDS)
         for name in end_names:
             out[(f"{schema.SESSION.name}_{name}", end_labels)] = {session.end.ts_ns // 1_000_000}
     return out
@@ -197,6 +203,4 @@ def session_verdict_points(session: SyntheticSession) -> set[PointKey]:
         device_id=session.device_id, patient_ref=session.patient_ref, session_id=session.session_id, event="end"
     )
     ts = session.end.ts_ns // 1_000_000
-    return {
-        (f"{schema.SESSION.name}_{f}", labels, ts) for f in ("probability", "flagged", "threshold", "verdict_frames")
-    }
+    return {(f"{schema.SESSION.name}_{f}", labels, ts) for f in SESSION_VERDICT_FIELDS}

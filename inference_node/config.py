@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.ids import validate_node_id
-from contract.model.shipped import shipped_model_dir
+from contract.model.shipped import SHIPPED_MODEL_PUBLIC_KEY, shipped_model_dir
 from contract.model.signing import SigningError, parse_public_key
 from transport.config_file import load_toml_model, validate_model
 from transport.connection import MqttSettings
@@ -19,8 +19,6 @@ from transport.metrics_http import PrometheusSettings
 
 Variant = Literal["auto", "float32", "int8"]
 
-#: The public key that signed the shipped model (its private half stays with whoever trains).
-SHIPPED_MODEL_PUBLIC_KEY = "ed25519:OSpdzNqoM/x9RMo48b46sug13CcWEgIPpa3SwaySgrw="
 #: Frames received but not yet scored; beyond this the node drops (and counts) new frames
 #: instead of growing without bound while the broker keeps delivering faster than it scores.
 DEFAULT_MAX_PENDING_FRAMES = 10_000

@@ -470,13 +470,14 @@ class InferenceNode:
             return
         temperatures = np.stack(centi).astype(np.float32) / np.float32(100.0)
         self._last_frame_c = temperatures[-1].copy()
-        probabilities = runner.predict_celsius(temperatures)
+        probabilities, spreads = runner.predict_celsius_with_spread(temperatures)
+        spread_list = spreads.tolist() if spreads is not None else [None] * len(frames)
         done = time.perf_counter()
         latencies = [(done - at) * 1000.0 for at in arrived]
         conn = self.connection
         receipts = self._receipts
-        for frame, frame_topic, probability, latency_ms in zip(
-            frames, topics, probabilities.tolist(), latencies, strict=True
+        for frame, frame_topic, probability, spread, latency_ms in zip(
+            frames, topics, probabilities.tolist(), spread_list, latencies, strict=True
         ):
             if not 0.0 <= probability <= 1.0:  # also catches NaN
                 self._dead_letter(
@@ -486,7 +487,7 @@ class InferenceNode:
                     frame.device_id,
                 )
                 continue
-            topic, payload = encoder.encode(frame, probability, latency_ms)
+            topic, payload = encoder.encode(frame, probability, latency_ms, spread)
             receipts.append(conn.publish(topic, payload, qos=1))
         self._trim_receipts()
         self.stats.record_batch(latencies)

@@ -15,6 +15,7 @@ import json
 from contract.frame import Frame
 from contract.messages import Verdict
 from contract.model.model_runner import ModelRunner
+from contract.session_rule import is_inconclusive
 from contract.topics import verdict_topic
 
 
@@ -28,6 +29,16 @@ class VerdictEncoder:
         self.threshold = float(runner.threshold)
         self.labels = (runner.labels[0], runner.labels[1])
         self._label_json = (json.dumps(self.labels[0]), json.dumps(self.labels[1]))
+        rule = runner.inconclusive_rule
+        self.band = (rule.band_low, rule.band_high) if rule is not None else (None, None)
+        self.max_member_spread = rule.max_member_spread if rule is not None else None
+        #: The rule's constant part of the JSON (empty without a rule: the message is as before).
+        self._rule_json = (
+            f',"band_low":{rule.band_low!r},"band_high":{rule.band_high!r},'
+            f'"max_member_spread":{json.dumps(rule.max_member_spread)}'
+            if rule is not None
+            else ""
+        )
         self._tail = (
             f',"threshold":{self.threshold!r},"model_version":{json.dumps(self.model_version)},'
             f'"model_sha256":{json.dumps(self.model_sha256)},'
@@ -41,7 +52,10 @@ class VerdictEncoder:
             topic = self._topics[device_id] = verdict_topic(device_id)
         return topic
 
-    def verdict(self, frame: Frame, probability: float, latency_ms: float) -> Verdict:
+    def inconclusive(self, probability: float, spread: float | None) -> bool:
+        return is_inconclusive(probability, spread, self.band[0], self.band[1], self.max_member_spread)
+
+    def verdict(self, frame: Frame, probability: float, latency_ms: float, spread: float | None = None) -> Verdict:
         """The validated message (reference path; `encode` must produce the same)."""
         flagged = probability >= self.threshold
         return Verdict(
@@ -59,16 +73,28 @@ class VerdictEncoder:
             node_id=self.node_id,
             latency_ms=max(0.0, latency_ms),
             incarnation=frame.incarnation,
+            member_spread=spread,
+            band_low=self.band[0],
+            band_high=self.band[1],
+            max_member_spread=self.max_member_spread,
+            inconclusive=self.inconclusive(probability, spread),
         )
 
-    def encode(self, frame: Frame, probability: float, latency_ms: float) -> tuple[str, bytes]:
-        """(verdict topic, compact JSON). `probability` must be a float in 0..1."""
+    def encode(
+        self, frame: Frame, probability: float, latency_ms: float, spread: float | None = None
+    ) -> tuple[str, bytes]:
+        """(verdict topic, compact JSON). `probability` must be a float in 0..1, `spread` in logits."""
         flagged = probability >= self.threshold
+        extra = f',"member_spread":{spread!r}' if spread is not None else ""
+        if self._rule_json:  # without a rule a verdict is never inconclusive: the field keeps its default
+            flag = "true" if self.inconclusive(probability, spread) else "false"
+            extra += f'{self._rule_json},"inconclusive":{flag}'
+
         session = f',"session_id":"{frame.session_id}"' if frame.session_id is not None else ""
         patient = f',"patient_ref":"{frame.patient_ref}"' if frame.patient_ref is not None else ""
         text = (
             f'{{"v":2,"device_id":"{frame.device_id}","incarnation":"{frame.incarnation}","seq":{frame.seq},"capture_ns":{frame.capture_ns}'
             f'{session}{patient},"probability":{probability!r},"label":{self._label_json[flagged]},'
-            f'"flagged":{"true" if flagged else "false"}{self._tail}{max(0.0, latency_ms)!r}}}'
+            f'"flagged":{"true" if flagged else "false"}{extra}{self._tail}{max(0.0, latency_ms)!r}}}'
         )
         return self.topic(frame.device_id), text.encode("ascii")

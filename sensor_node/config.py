@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.ids import validate_device_id
+from contract.model.shipped import SHIPPED_MODEL_PUBLIC_KEY
 from contract.sensor import MAX_AMBIENT_C, MIN_AMBIENT_C, REFRESH_RATES_HZ
 from transport.config_file import load_toml_model, validate_model
 from transport.connection import MqttSettings
@@ -168,9 +169,6 @@ class ResultSettings(_Settings):
     show_s: float = Field(default=30.0, gt=0, le=3600)
 
 
-#: The public key that signed the shipped model. The same value as the inference node's
-#: SHIPPED_MODEL_PUBLIC_KEY (a test checks they agree): the sensor may not import inference_node.
-SHIPPED_MODEL_PUBLIC_KEY = "ed25519:OSpdzNqoM/x9RMo48b46sug13CcWEgIPpa3SwaySgrw="
 #: Edge frames scored per LiteRT call: batch 32 costs 0.018 ms of CPU per frame against 0.040 ms
 #: one frame at a time (shipped model, x86, one thread; `thermoscreen bench sensor`).
 EDGE_BATCH_FRAMES = 32

@@ -31,8 +31,8 @@ import numpy as np
 import numpy.typing as npt
 
 from contract.messages import ScreeningResult
+from contract.session_rule import is_inconclusive, mean_logit_probability
 from sensor_node.config import EdgeSettings
-from sensor_node.session_rule import session_probability
 
 if TYPE_CHECKING:
     from contract.model.model_runner import ModelRunner
@@ -116,6 +116,8 @@ class EdgeScorer:
         self._pending_ends = 0
         self._closing = False
         self._probabilities: dict[str, list[float]] = {}
+        #: Member spreads (logits) of an ensemble's frames, per session: the inconclusive rule needs them.
+        self._spreads: dict[str, list[float]] = {}
         self._unscored: dict[str, int] = {}
         self.frames_scored = 0
         self.frames_unscored = 0
@@ -193,23 +195,38 @@ class EdgeScorer:
     def _score(self, frames: list[_Item]) -> None:
         if not frames:
             return
-        probabilities = self.runner.predict_celsius(np.stack([frame for _, frame in frames if frame is not None]))
+        stacked = np.stack([frame for _, frame in frames if frame is not None])
+        probabilities, spreads = self.runner.predict_celsius_with_spread(stacked)
         for (session_id, _), p in zip(frames, probabilities.tolist(), strict=True):
             self._probabilities.setdefault(session_id, []).append(float(p))
+        if spreads is not None:
+            for (session_id, _), spread in zip(frames, spreads.tolist(), strict=True):
+                self._spreads.setdefault(session_id, []).append(float(spread))
         self.frames_scored += len(frames)
+
+    def _result_of(self, probability: float, spreads: list[float]) -> ScreeningResult:
+        """The bridge's session outcome on the device's own scores: the contract's rule, band included."""
+        rule = self.runner.inconclusive_rule
+        spread = sum(spreads) / len(spreads) if spreads else None
+        if rule is not None and is_inconclusive(
+            probability, spread, rule.band_low, rule.band_high, rule.max_member_spread
+        ):
+            return ScreeningResult.INCONCLUSIVE
+        return ScreeningResult.REFER if probability >= self.runner.threshold else ScreeningResult.NO_FINDING
 
     def _finish(self, session_id: str) -> None:
         probabilities = self._probabilities.pop(session_id, [])
+        spreads = self._spreads.pop(session_id, [])
         with self._cond:
             unscored = self._unscored.pop(session_id, 0)
-        probability = session_probability(probabilities)
+        probability = mean_logit_probability(probabilities)
         if probability is None:
             log.warning("session %s: no frame scored on the device, so no provisional result", session_id)
             return
         threshold = self.runner.threshold
         result = ProvisionalResult(
             session_id=session_id,
-            result=ScreeningResult.REFER if probability >= threshold else ScreeningResult.NO_FINDING,
+            result=self._result_of(probability, spreads),
             probability=probability,
             threshold=threshold,
             frames=len(probabilities),

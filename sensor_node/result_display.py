@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 WORDING = {
     ScreeningResult.REFER: "refer for clinical follow-up (a screening aid, not a diagnosis)",
     ScreeningResult.NO_FINDING: "no finding (a screening aid, not a diagnosis: it does not rule anything out)",
+    ScreeningResult.INCONCLUSIVE: "inconclusive: repeat the capture (a screening aid, not a diagnosis)",
 }
 
 
@@ -51,6 +52,8 @@ class ShownResult:
 
 
 def result_of(verdict: SessionVerdict) -> ScreeningResult:
+    if verdict.inconclusive:
+        return ScreeningResult.INCONCLUSIVE
     return ScreeningResult.REFER if verdict.flagged else ScreeningResult.NO_FINDING
 
 

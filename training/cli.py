@@ -73,6 +73,7 @@ def _run_thermal(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             folds=args.folds,
             repeats=args.repeats,
+            members=args.members,
             seed=args.seed,
             cross_validate=not args.no_cv,
             sensitivity_target=args.sensitivity,
@@ -83,10 +84,11 @@ def _run_thermal(args: argparse.Namespace) -> int:
         )
     )
     _sign_output(args.out, key)
-    cnn = report.get("cross_validation", {}).get("cnn")
+    cnn = report.get("cross_validation", {}).get("ensemble")
     summary = f"thermal model {report['model_version']} written to {args.out} (threshold {report['threshold']:.4f}"
     if cnn is not None:
         summary += f", CV AUC {cnn['all']['auc']['mean']}, protocol-0 AUC {cnn['protocol0']['auc']['mean']}"
+        summary += f", pooled ECE {report['ensemble']['pooled_ece']['mean']}"
     print(summary + "). Screening aid, not a diagnosis.", file=sys.stderr)
     return 0
 
@@ -179,7 +181,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     thermal.add_argument("--report-dir", type=Path, help="where model_report.{md,json} and roc.png go (default: --out)")
     thermal.add_argument("--epochs", type=_positive, default=60, help="epochs per training run (default 60)")
     thermal.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
-    thermal.add_argument("--repeats", type=_positive, default=3, help="cross-validation repeats (default 3)")
+    thermal.add_argument("--repeats", type=_positive, default=2, help="outer cross-validation repeats (default 2)")
+    thermal.add_argument(
+        "--members", type=_positive, default=5, help="ensemble members = inner cross-validation folds (default 5)"
+    )
     thermal.add_argument("--seed", type=int, default=0, help="seed for folds, augmentation and weights (default 0)")
     thermal.add_argument("--no-cv", action="store_true", help="skip cross-validation: train and export only")
     thermal.add_argument(

@@ -29,6 +29,12 @@ def _run(args: argparse.Namespace) -> int:
         "recall_protocol0",
         "specificity_protocol0",
         "int8_agreement",
+        "ece",
+        "session_auc",
+        "session_sensitivity",
+        "session_specificity",
+        "session_auc_protocol0",
+        "inconclusive_share",
     ):
         print(f"  {key:<22} {result[key] if result.get(key) is not None else 'n/a'}")
     print("A screening aid, not a diagnosis.", file=sys.stderr)

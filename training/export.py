@@ -19,7 +19,16 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from contract.model.manifest import Manifest, ModelFile, Preprocessing, load_manifest, sha256_file
+from contract.model.manifest import (
+    Calibration,
+    Ensemble,
+    InconclusiveRule,
+    Manifest,
+    ModelFile,
+    Preprocessing,
+    load_manifest,
+    sha256_file,
+)
 from training.tf_setup import import_tensorflow
 
 FLOAT_FILE = "model.tflite"
@@ -79,6 +88,9 @@ def write_manifest(
     provenance: dict[str, Any],
     metrics: dict[str, Any],
     default_variant: Literal["float32", "int8"] = "float32",
+    ensemble: Ensemble | None = None,
+    calibration: Calibration | None = None,
+    inconclusive: InconclusiveRule | None = None,
 ) -> Manifest:
     """Build the pydantic `Manifest` (so it is valid by construction), write it, and read it back verified."""
     manifest = Manifest(
@@ -95,6 +107,9 @@ def write_manifest(
             for variant, path in files.items()
         },
         default_variant=default_variant,
+        ensemble=ensemble,
+        calibration=calibration,
+        inconclusive=inconclusive,
         provenance=provenance,
         metrics=metrics,
     )

@@ -150,7 +150,7 @@ def device_frames(frames_c: FloatArray, seed: int) -> FloatArray:
     )
 
 
-def _shift(frame: FloatArray, dy: int, dx: int) -> FloatArray:
+def shift_frame(frame: FloatArray, dy: int, dx: int) -> FloatArray:
     """Translate by whole pixels, repeating the edge into the uncovered border."""
     h, w = frame.shape
     padded = np.pad(frame, ((abs(dy), abs(dy)), (abs(dx), abs(dx))), mode="edge")
@@ -180,7 +180,7 @@ def augmented_device_frames(frames_c: FloatArray, rng: np.random.Generator, max_
     out = np.empty((len(frames_c), MLX_ROWS, MLX_COLS), dtype=np.float32)
     for i, frame in enumerate(frames_c):
         dy, dx = (int(v) for v in rng.integers(-max_shift_px, max_shift_px + 1, size=2))
-        moved = _shift(frame, dy, dx)
+        moved = shift_frame(frame, dy, dx)
         if rng.random() < 0.5:
             moved = moved[:, ::-1]
         if rng.random() < MARKER_PASTE_PROBABILITY:

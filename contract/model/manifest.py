@@ -52,8 +52,56 @@ class ModelFile(BaseModel):
         return value
 
 
+class EnsembleMember(BaseModel):
+    """One cross-validation fold model inside the ensemble's single `.tflite` (one output column each)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    seed: int
+    trained_on: str = Field(max_length=256)
+
+
+class Ensemble(BaseModel):
+    """K fold models in one `.tflite`: output (N, K) member logits, combined by their mean.
+
+    One file with K output columns instead of K files: the node invokes once per batch, so the
+    K members cost one interpreter call (see `thermoscreen bench inference`); the file's sha256
+    covers every member.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    combine: Literal["mean_logit"] = "mean_logit"
+    output: Literal["member_logits"] = "member_logits"
+    members: list[EnsembleMember] = Field(min_length=2, max_length=16)
+
+
+class Calibration(BaseModel):
+    """Platt scaling of the combined logit z: probability = sigmoid(slope * z + intercept)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["platt"] = "platt"
+    slope: float = Field(gt=0.0, le=100.0)
+    intercept: float = Field(ge=-100.0, le=100.0)
+    fitted_on: str = Field(max_length=256)
+
+
+class InconclusiveRule(BaseModel):
+    """When a result is "inconclusive: repeat the capture" rather than yes or no.
+
+    Inconclusive when the (calibrated) probability lies in [band_low, band_high], or when the
+    members' logits spread (population standard deviation) more than `max_member_spread`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    band_low: float = Field(ge=0.0, le=1.0)
+    band_high: float = Field(ge=0.0, le=1.0)
+    max_member_spread: float | None = Field(default=None, gt=0.0)
+    rule: str = Field(max_length=512)
+
+
 class Manifest(BaseModel):
-    """`manifest.json`. The model has one output: the probability of `labels[1]` (positive)."""
+    """`manifest.json`. The model's output is the probability of `labels[1]` (positive), or with
+    `ensemble` one logit per member, combined (and calibrated with `calibration`) by the runner."""
 
     model_config = ConfigDict(extra="forbid")
     format: Literal["thermoscreen-model/1"] = MANIFEST_FORMAT
@@ -68,6 +116,9 @@ class Manifest(BaseModel):
     threshold_rule: str
     files: dict[Literal["float32", "int8"], ModelFile]
     default_variant: Literal["float32", "int8"] = "float32"
+    ensemble: Ensemble | None = None
+    calibration: Calibration | None = None
+    inconclusive: InconclusiveRule | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
 

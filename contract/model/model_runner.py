@@ -19,9 +19,17 @@ import numpy as np
 import numpy.typing as npt
 
 from contract.model.litert import interpreter_factory, quiet_native_banner
-from contract.model.manifest import Manifest, ManifestError, load_manifest, model_file_path, sha256_bytes
+from contract.model.manifest import (
+    InconclusiveRule,
+    Manifest,
+    ManifestError,
+    load_manifest,
+    model_file_path,
+    sha256_bytes,
+)
 from contract.model.preprocessing import preprocess
 from contract.sensor import MLX_COLS, MLX_ROWS
+from contract.session_rule import LOGIT_EPS
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,11 @@ def check_thermal_contract(manifest: Manifest, where: Path) -> None:
         problems.append(f"threshold {manifest.threshold} is not strictly inside (0, 1)")
     if len(set(manifest.labels)) != 2:
         problems.append(f"labels {manifest.labels} are not two distinct names")
+    band = manifest.inconclusive
+    if band is not None and not band.band_low <= manifest.threshold <= band.band_high:
+        problems.append(
+            f"inconclusive band [{band.band_low}, {band.band_high}] does not contain threshold {manifest.threshold}"
+        )
     if problems:
         raise ManifestError(f"{where}: {'; '.join(problems)}")
 
@@ -93,6 +106,24 @@ class TensorSpec:
         if not self.quantised:
             return y.astype(np.float32, copy=False)
         return ((y.astype(np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)).astype(np.float32)
+
+
+#: The largest |logit| (that of 1 - LOGIT_EPS): ~13.8.
+LOGIT_LIMIT = float(np.log((1.0 - LOGIT_EPS) / LOGIT_EPS))
+
+
+def probability_logit(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """log(p / (1 - p)) with p clipped to [1e-6, 1 - 1e-6] (the session rule's clip)."""
+    q = np.clip(p, LOGIT_EPS, 1.0 - LOGIT_EPS)
+    out: npt.NDArray[np.float64] = np.log(q / (1.0 - q))
+    return out
+
+
+def stable_sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """1 / (1 + exp(-z)) without overflow for large |z|."""
+    e = np.exp(-np.abs(z))
+    out: npt.NDArray[np.float64] = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return out
 
 
 def batch_buckets(max_batch: int) -> list[int]:
@@ -141,8 +172,11 @@ class ModelRunner:
                 f"{model_dir}: model input {shape[1:]} does not match manifest input_shape {manifest.input_shape}"
             )
         out_shape = [int(d) for d in outputs[0]["shape"]]
-        if int(np.prod(out_shape[1:], dtype=np.int64)) != 1:
-            raise ManifestError(f"{model_dir}: model output {out_shape} is not one probability per frame")
+        #: Output columns per frame: one probability, or one logit per ensemble member.
+        self.members = len(manifest.ensemble.members) if manifest.ensemble is not None else 1
+        if int(np.prod(out_shape[1:], dtype=np.int64)) != self.members:
+            what = f"{self.members} member logits" if manifest.ensemble is not None else "one probability"
+            raise ManifestError(f"{model_dir}: model output {out_shape} is not {what} per frame")
         self._input = TensorSpec.from_details(inputs[0])
         self._output = TensorSpec.from_details(outputs[0])
         declared = manifest.files[variant].dtype  # type: ignore[index]
@@ -241,6 +275,10 @@ class ModelRunner:
     def input_dtype(self) -> str:
         return np.dtype(self._input.dtype).name
 
+    @property
+    def inconclusive_rule(self) -> InconclusiveRule | None:
+        return self.manifest.inconclusive
+
     # -- scoring ---------------------------------------------------------------------------
     def warm_up(self, sample_c: npt.ArrayLike | None = None) -> None:
         """Run every batch size once on a real 24x32 frame: no set-up cost on the first batch, and proof it answers.
@@ -261,9 +299,37 @@ class ModelRunner:
         return self.predict_preprocessed(preprocess(frames_c, self.manifest.preprocessing))
 
     def predict_preprocessed(self, x: FloatArray) -> npt.NDArray[np.float64]:
-        """(N, H, W, C) model inputs -> (N,) probabilities, in chunks no larger than the biggest bucket."""
+        """(N, H, W, C) model inputs -> (N,) probabilities (an ensemble's combined, calibrated probability)."""
+        return self.predict_preprocessed_with_spread(x)[0]
+
+    def predict_celsius_with_spread(
+        self, frames_c: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+        """(N, H, W) in C -> ((N,) probabilities, (N,) member spread in logits, or None for a single model)."""
+        return self.predict_preprocessed_with_spread(preprocess(frames_c, self.manifest.preprocessing))
+
+    def predict_preprocessed_with_spread(
+        self, x: FloatArray
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+        """Probabilities and member spread (population std of the members' logits) of model inputs."""
+        raw = self._raw(x)
+        if self.manifest.ensemble is None and self.manifest.calibration is None:
+            return raw[:, 0], None
+        # Member logits are clipped like the session rule's probabilities: spreads stay bounded.
+        logits = (
+            np.clip(raw, -LOGIT_LIMIT, LOGIT_LIMIT) if self.manifest.ensemble is not None else probability_logit(raw)
+        )
+        z = logits.mean(axis=1)
+        spread = logits.std(axis=1) if self.manifest.ensemble is not None else None
+        calibration = self.manifest.calibration
+        if calibration is not None:
+            z = calibration.slope * z + calibration.intercept
+        return stable_sigmoid(z), spread
+
+    def _raw(self, x: FloatArray) -> npt.NDArray[np.float64]:
+        """(N, H, W, C) -> (N, members) raw outputs, in chunks no larger than the biggest bucket."""
         n = int(x.shape[0])
-        out = np.empty(n, dtype=np.float64)
+        out = np.empty((n, self.members), dtype=np.float64)
         largest = self.buckets[-1]
         start = 0
         while start < n:
@@ -282,5 +348,6 @@ class ModelRunner:
         interpreter = self._interpreter_for(batch)
         interpreter.set_tensor(self._input.index, self._input.quantise(np.ascontiguousarray(chunk, dtype=np.float32)))
         interpreter.invoke()
-        result = self._output.dequantise(interpreter.get_tensor(self._output.index)).reshape(batch)[:count]
+        raw = interpreter.get_tensor(self._output.index)
+        result = self._output.dequantise(raw).reshape(batch, self.members)[:count]
         return result

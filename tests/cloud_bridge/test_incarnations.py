@@ -5,6 +5,7 @@ migrated to (device, incarnation, seq) keys without losing a row."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -94,7 +95,11 @@ def test_a_version_1_archive_is_migrated_to_incarnation_keys_without_losing_rows
     v1 = SCHEMA_SQL.replace(",\n    incarnation   TEXT NOT NULL DEFAULT '0000000000000000'", "")
     v1 = v1.replace(",\n    incarnation TEXT NOT NULL DEFAULT '0000000000000000'", "")
     v1 = v1.replace("(device_id, incarnation, seq)", "(device_id, seq)")
-    assert "incarnation" not in v1
+    # nor the later inconclusive columns
+    v1 = re.sub(
+        r",\n    (member_spread|band_low|band_high|max_member_spread|inconclusive)\s+[A-Z][^,\n]*(?=[,\n])", "", v1
+    )
+    assert "incarnation" not in v1 and "inconclusive" not in v1
     conn = sqlite3.connect(path)
     conn.executescript(v1)
     conn.execute("INSERT INTO verdicts VALUES ('old-1', 5, 's', 'p', 1, 0.5, 1, 0.5, 'm', 'n', 1.0)")

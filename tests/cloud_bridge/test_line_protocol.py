@@ -57,7 +57,12 @@ def test_every_field_is_a_float_and_verdicts_carry_the_capture_time() -> None:
         "threshold": "0.5",
         "latency_ms": "3.5",
         "seq": "0.0",
+        "inconclusive": "0.0",
     }
+    ensemble = verdict.model_copy(
+        update={"member_spread": 0.25, "band_low": 0.4, "band_high": 0.8, "inconclusive": True}
+    )
+    assert "inconclusive=1.0" in verdict_line(ensemble) and "member_spread=0.25" in verdict_line(ensemble)
 
 
 def test_names_outside_the_schema_are_refused() -> None:

@@ -105,6 +105,8 @@ def test_only_verdicts_with_provenance_are_stored_and_early_ones_wait_for_their_
         v0.model_copy(update={"seq": 999}),  # no such frame: held, then refused
         v1.model_copy(update={"flagged": not v1.flagged}),  # flagged contradicts the probability
         v1.model_copy(update={"model_version": "rogue-model-1"}),  # not approved here
+        # inside its own inconclusive band, yet not inconclusive
+        v1.model_copy(update={"band_low": 0.0, "band_high": 1.0, "inconclusive": False}),
         v1.model_copy(
             update={"patient_ref": make_session("prov-b", 1, seed=4).patient_ref}
         ),  # another patient than the frame's
@@ -122,7 +124,7 @@ def test_only_verdicts_with_provenance_are_stored_and_early_ones_wait_for_their_
         publish_all(publisher, [(verdict_topic("prov-a"), encode_message(v1))])  # a replay: admitted, idempotent
         dead = wait_until(
             lambda: bridge.summary().dead_letters,
-            lambda d: sum(d.values()) >= 5,
+            lambda d: sum(d.values()) >= 6,
             config.provenance.hold_s + 15.0,
             "every forged verdict refused",
         )
@@ -133,6 +135,7 @@ def test_only_verdicts_with_provenance_are_stored_and_early_ones_wait_for_their_
     assert dead == {
         "intake/verdict-no-frame": 1,
         "intake/verdict-flagged": 1,
+        "intake/verdict-inconclusive": 1,
         "intake/verdict-model": 1,
         "intake/verdict-mismatch": 1,
         "intake/verdict-duplicate": 1,

@@ -208,8 +208,12 @@ HOSTILE: dict[str, st.SearchStrategy[Any]] = {
 
 def _hostile_pixels(draw: st.DrawFn, fields: dict[str, Any]) -> bytes:
     """rows*cols pixels (so the length check passes), some of them outside -40..300 C."""
-    values = draw(st.lists(pixel, min_size=fields["rows"] * fields["cols"], max_size=fields["rows"] * fields["cols"]))
-    return np.array(values, dtype="<i2").tobytes()
+    count = fields["rows"] * fields["cols"]  # up to 255 x 255: too many to draw one by one
+    values = np.full(count, draw(st.integers(MIN_PIXEL_CENTI, MAX_PIXEL_CENTI)), dtype="<i2")
+    if count:
+        for index, value in draw(st.lists(st.tuples(st.integers(0, count - 1), pixel), max_size=8)):
+            values[index] = value
+    return values.tobytes()
 
 
 @st.composite

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from cloud_bridge.archive import Archive, ArchivedFrame, VerdictRecord, compress_centi
-from cloud_bridge.session_rule import RULE_NAME, combine
 from contract.sensor import block_average
+from contract.session_rule import RULE_NAME, combine
 from sensor_node.synthetic_scene import synthetic_thermograms
 
 START_NS = 1_760_000_000_000_000_000

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from cloud_bridge.session_rule import combine
 from contract.frame import decode_frame
 from contract.messages import (
     DeviceState,
@@ -26,17 +25,18 @@ from contract.messages import (
     decode_message,
     encode_message,
 )
+from contract.model.manifest import load_manifest
 from contract.model.model_runner import ModelRunner
-from contract.model.shipped import shipped_model_dir
+from contract.model.shipped import SHIPPED_MODEL_PUBLIC_KEY, shipped_model_dir
+from contract.session_rule import Combined, combine
 from contract.topics import session_verdict_topic, status_topic
 from devtools.local_mosquitto import LocalMosquitto, free_port
-from inference_node.config import SHIPPED_MODEL_PUBLIC_KEY as INFERENCE_SHIPPED_KEY
-from sensor_node.config import SHIPPED_MODEL_PUBLIC_KEY, EdgeSettings, ResultSettings, SensorConfig
+from inference_node.config import InferenceConfig
+from sensor_node.config import EdgeSettings, ResultSettings, SensorConfig
 from sensor_node.edge import EdgeScorer, ProvisionalResult, load_edge_model
 from sensor_node.node import SensorNode
 from sensor_node.result_display import PROVISIONAL_NOTE, REPLACES_NOTE, WORDING, Indicator, ResultDisplay, ShownResult
 from sensor_node.rfid import ScriptedTaps
-from sensor_node.session_rule import session_probability
 from sensor_node.sources import open_source
 from sensor_node.spool import RowKind, Spool
 from tests.mqtt_helpers import Collector, connect, subscribe_and_wait
@@ -73,23 +73,34 @@ def run_one_session(node: SensorNode, taps: ScriptedTaps, frames: int) -> None:
     wait_until(lambda: node.counters.sessions_ended >= 1, 10, "the session end")
 
 
-def frame_verdict(seq: int, probability: float, runner: ModelRunner) -> Verdict:
+def frame_verdict(seq: int, probability: float, spread: float | None, runner: ModelRunner) -> Verdict:
+    """The verdict an inference node would publish for this score (band and spread limit included)."""
+    rule = runner.inconclusive_rule
     return Verdict(
-        device_id="pi-1", seq=seq, capture_ns=seq + 1, probability=probability, label="x", flagged=False,
-        threshold=runner.threshold, model_version=runner.version, node_id="test", latency_ms=0.0,
+        device_id="pi-1", seq=seq, capture_ns=seq + 1, probability=probability, label="x",
+        flagged=probability >= runner.threshold, threshold=runner.threshold, model_version=runner.version,
+        node_id="test", latency_ms=0.0, member_spread=spread,
+        band_low=rule.band_low if rule else None, band_high=rule.band_high if rule else None,
+        max_member_spread=rule.max_member_spread if rule else None,
     )  # fmt: skip
 
 
-def expected_probability(frames_c: list[np.ndarray]) -> float:
-    """What the bridge's rule makes of the shipped model's scores of these frames."""
+def bridge_combined(frames_c: list[np.ndarray]) -> Combined:
+    """What the bridge's rule (contract.session_rule.combine) makes of the shipped model's scores."""
     runner = ModelRunner.load(shipped_model_dir(), trusted_keys=[SHIPPED_MODEL_PUBLIC_KEY])
-    probabilities = runner.predict_celsius(np.stack(frames_c))
-    verdicts = [frame_verdict(i, float(p), runner) for i, p in enumerate(probabilities)]
+    probabilities, spreads = runner.predict_celsius_with_spread(np.stack(frames_c))
+    spread_list = [None] * len(probabilities) if spreads is None else [float(x) for x in spreads]
+    pairs = zip(probabilities.tolist(), spread_list, strict=True)
+    verdicts = [frame_verdict(i, p, sp, runner) for i, (p, sp) in enumerate(pairs)]
     combined = combine(verdicts)
     assert combined is not None
-    own = session_probability(probabilities.tolist())
-    assert own == pytest.approx(combined.probability, abs=1e-12)  # the device's rule is the bridge's rule
-    return combined.probability
+    return combined
+
+
+def outcome_of(combined: Combined) -> ScreeningResult:
+    if combined.inconclusive:
+        return ScreeningResult.INCONCLUSIVE
+    return ScreeningResult.REFER if combined.flagged else ScreeningResult.NO_FINDING
 
 
 def test_offline_the_device_shows_a_provisional_result_of_the_shipped_model_at_session_end(
@@ -111,11 +122,11 @@ def test_offline_the_device_shows_a_provisional_result_of_the_shipped_model_at_s
     frames = [decode_frame(r.payload) for r in rows if r.kind is RowKind.FRAME]
     session_frames = [f for f in frames if f.session_id == provisional.session_id]
     assert len(session_frames) == provisional.frames >= 40 and provisional.frames_unscored == 0
-    assert provisional.probability == pytest.approx(
-        expected_probability([f.temperatures_c for f in session_frames]), abs=ROUNDING_TOLERANCE
-    )
-    flagged = provisional.probability >= provisional.threshold
-    assert provisional.result is (ScreeningResult.REFER if flagged else ScreeningResult.NO_FINDING)
+    combined = bridge_combined([f.temperatures_c for f in session_frames])
+    assert provisional.probability == pytest.approx(combined.probability, abs=ROUNDING_TOLERANCE)
+    # The same outcome as the bridge's, inconclusive band included (the rounding could only matter
+    # for a probability within the tolerance of an edge of the band or the threshold).
+    assert provisional.result is outcome_of(combined)
     assert status.provisional_session_id == provisional.session_id
     assert status.provisional_result is provisional.result
     assert status.last_result is None and status.last_session_id is None  # no cloud verdict yet
@@ -216,9 +227,9 @@ def test_frames_beyond_the_pending_bound_are_left_unscored_and_the_result_says_s
     assert result.model_version == runner.version and result.threshold == runner.threshold
 
 
-def test_the_shipped_model_key_is_the_inference_nodes() -> None:
-    assert SHIPPED_MODEL_PUBLIC_KEY == INFERENCE_SHIPPED_KEY
-    assert EdgeSettings().model_public_keys == [INFERENCE_SHIPPED_KEY]
+def test_edge_mode_and_the_inference_node_trust_the_shipped_model_key_by_default() -> None:
+    assert EdgeSettings().model_public_keys == InferenceConfig().model_public_keys == [SHIPPED_MODEL_PUBLIC_KEY]
+    load_manifest(shipped_model_dir(), verify=True, trusted_keys=EdgeSettings().model_public_keys)
     assert not EdgeSettings().enabled and SensorConfig().edge.model_dir is None  # off by default
 
 

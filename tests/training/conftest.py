@@ -29,7 +29,7 @@ def synthetic_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_thermal(tmp_path_factory: pytest.TempPathFactory, synthetic_npz: Path) -> TrainedThermal:
-    """Cross-validated (2 folds, 1 repeat) and exported with 2 epochs per training: seconds, not minutes."""
+    """Nested-cross-validated (2 outer folds, 1 repeat, 3 members) and exported with 2 epochs per training."""
     from training.thermal_pipeline import ThermalRunOptions, run_thermal_training
 
     root = tmp_path_factory.mktemp("thermal_model")
@@ -41,6 +41,7 @@ def trained_thermal(tmp_path_factory: pytest.TempPathFactory, synthetic_npz: Pat
             epochs=2,
             folds=2,
             repeats=1,
+            members=3,
             seed=1,
             threads=2,
             command="pytest",

@@ -23,6 +23,12 @@ REQUIRED_KEYS = {
     "balanced_accuracy",
     "n",
     "int8_agreement",
+    "ece",
+    "inconclusive_share",
+    "session_auc",
+    "session_sensitivity",
+    "session_specificity",
+    "session_auc_protocol0",
 }
 
 
@@ -68,6 +74,10 @@ def test_evaluate_prints_one_json_object_without_tensorflow(
     assert result["recall"] == round(float(positives[data.labels == 1].mean()), 4)
     assert result["specificity"] == round(float((~positives[data.labels == 0]).mean()), 4)
     assert result["accuracy"] == round(float(np.mean(positives == (data.labels == 1))), 4)
+    from training.calibration import expected_calibration_error
+
+    assert result["ece"] == round(expected_calibration_error(p[manifest.default_variant], data.labels), 4)
+    assert 0.0 <= result["inconclusive_share"] <= 1.0 and result["members"] == 3
     probe = (
         "import sys; from training.evaluation import evaluate_thermal_model; "
         f"evaluate_thermal_model({str(trained_thermal.model_dir)!r}, {str(synthetic_npz)!r}); "
@@ -107,7 +117,7 @@ def test_train_thermal_cli_shows_progress_and_writes_a_loadable_model(synthetic_
         "3",
     )
     assert out.returncode == 0, out.stderr
-    assert "[final] epoch 1/2" in out.stderr and "[final] epoch 2/2" in out.stderr
+    assert "[member 1] epoch 1/2" in out.stderr and "[member 5] epoch 2/2" in out.stderr  # the 5 final members
     assert out.stdout == ""
     assert {p.name for p in (tmp_path / "m").iterdir()} >= {
         "model.tflite",

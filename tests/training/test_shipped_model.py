@@ -41,14 +41,16 @@ def test_shipped_model_runs_in_litert() -> None:
     for variant, entry in manifest.files.items():
         model = TfliteModel(SHIPPED / entry.path)
         assert model.input_dtype == (np.int8 if variant == "int8" else np.float32)
-        p = model.predict(x).ravel()
-        assert p.shape == (6,) and np.all((p >= 0.0) & (p <= 1.0))
+        logits = model.predict(x)
+        assert manifest.ensemble is not None and logits.shape == (6, len(manifest.ensemble.members))
+        assert np.all(np.isfinite(logits))
 
 
 def test_shipped_model_is_signed_with_the_pinned_key_and_a_default_node_serves_it() -> None:
     from contract.model.manifest import ManifestError
     from contract.model.model_runner import ModelRunner
-    from inference_node.config import SHIPPED_MODEL_PUBLIC_KEY, InferenceConfig
+    from contract.model.shipped import SHIPPED_MODEL_PUBLIC_KEY
+    from inference_node.config import InferenceConfig
 
     assert InferenceConfig().model_public_keys == [SHIPPED_MODEL_PUBLIC_KEY]
     load_manifest(SHIPPED, verify=True, trusted_keys=[SHIPPED_MODEL_PUBLIC_KEY])
@@ -93,3 +95,40 @@ def test_keygen_and_sign_an_existing_model_dir(tmp_path: Path, capsys: pytest.Ca
     assert main(["train", "sign", "--model-dir", str(model), "--signing-key", str(tmp_path / "none.key")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "none.key" in err and "cannot read signing key" in err
+
+
+def test_shipped_model_set_is_a_calibrated_ensemble_with_an_inconclusive_band() -> None:
+    manifest = load_manifest(SHIPPED, verify=True)
+    assert manifest.ensemble is not None and len(manifest.ensemble.members) == 5
+    assert manifest.calibration is not None and manifest.calibration.slope > 0
+    rule = manifest.inconclusive
+    assert rule is not None and rule.band_low < manifest.threshold < rule.band_high
+    cv = manifest.metrics["cross_validation"]
+    assert cv["pooled_ece"]["mean"] is not None and cv["single_cnn"]["all"]["auc"]["mean"] is not None
+    assert manifest.metrics["export"]["int8_agreement"] >= 0.99
+
+
+def _evaluate_keys(result: dict[str, object]) -> None:
+    for key in ("auc", "auc_protocol0", "recall", "specificity", "int8_agreement", "ece", "inconclusive_share"):
+        assert key in result, key
+    assert result["members"] == 5 and result["calibrated"] is True
+    share = result["inconclusive_share"]
+    assert isinstance(share, float) and 0.0 <= share <= 1.0
+
+
+def test_evaluate_reports_ece_and_the_inconclusive_share_on_synthetic_thermograms(tmp_path: Path) -> None:
+    from sensor_node.synthetic_scene import write_synthetic_npz
+    from training.evaluation import evaluate_thermal_model
+
+    npz = write_synthetic_npz(tmp_path / "synthetic.npz", 20, height=48, width=64, seed=8)
+    _evaluate_keys(evaluate_thermal_model(SHIPPED, npz))
+
+
+def test_evaluate_on_the_real_thermograms(dmr_ir_path: Path) -> None:
+    """On its own training set (so optimistic): every figure present, the int8 file agrees."""
+    from training.evaluation import evaluate_thermal_model
+
+    result = evaluate_thermal_model(SHIPPED, dmr_ir_path)
+    _evaluate_keys(result)
+    assert result["n"] == 129 and result["session_frames"] == 16
+    assert isinstance(result["int8_agreement"], float) and result["int8_agreement"] >= 0.99

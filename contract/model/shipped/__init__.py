@@ -12,6 +12,9 @@ import json
 from importlib import resources
 from pathlib import Path
 
+#: The public key that signed the shipped model (its private half stays with whoever trains, never
+#: in git). The inference node and the sensor's edge mode both trust it by default.
+SHIPPED_MODEL_PUBLIC_KEY = "ed25519:Asu7VbMS3OjGRDP+prW6ucSGJPbkFVYqPIYBvjEATBA="
 #: The shipped model's directory name inside this package.
 SHIPPED_MODEL_NAME = "thermal"
 

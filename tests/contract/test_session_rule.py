@@ -9,8 +9,8 @@ import pytest
 from scipy.special import expit
 from scipy.special import logit as scipy_logit
 
-from cloud_bridge.session_rule import combine
 from contract.messages import Verdict
+from contract.session_rule import combine
 
 
 def _v(seq: int, p: float, model: str = "m1", threshold: float = 0.5) -> Verdict:
