@@ -17,6 +17,7 @@ do not count), the messages, and the top entries of the profile by own time (wit
 from __future__ import annotations
 
 import argparse
+import base64
 import cProfile
 import io
 import json
@@ -47,6 +48,25 @@ def synthetic_messages(devices: int, frames: int) -> list[tuple[str, bytes]]:
     """Sessions of `devices` devices interleaved, as several devices of one site send them."""
     per_device = [list(make_session(f"prof-{i}", frames, seed=i).ordered_messages()) for i in range(devices)]
     return [m for group in zip(*per_device, strict=True) for m in group]
+
+
+def save_messages(messages: list[tuple[str, bytes]], path: Path) -> None:
+    """One JSON line per message (topic, base64 payload): the same input for several runs."""
+    with path.open("w", encoding="utf-8") as out:
+        for topic, payload in messages:
+            out.write(json.dumps([topic, base64.b64encode(payload).decode("ascii")]) + "\n")
+
+
+def load_messages(path: Path, limit: int | None) -> list[tuple[str, bytes]]:
+    """Messages saved by `save_messages`; the first `limit` (all: None)."""
+    out: list[tuple[str, bytes]] = []
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if limit is not None and len(out) >= limit:
+                break
+            topic, data = json.loads(line)
+            out.append((topic, base64.b64decode(data)))
+    return out
 
 
 class Pipeline:
@@ -114,8 +134,9 @@ class Pipeline:
         self.queue.close()
 
 
-def run(*, devices: int, frames: int, batch: int, rows_every: int, tsdb: bool, profile: Path | None) -> dict[str, Any]:
-    messages = synthetic_messages(devices, frames)
+def run(
+    messages: list[tuple[str, bytes]], *, batch: int, rows_every: int, tsdb: bool, profile: Path | None, cprofile: bool
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="thermoscreen-bridge-profile-") as tmp:
         workdir = Path(tmp)
         vm = LocalVictoriaMetrics(workdir / "victoria") if tsdb else None
@@ -126,7 +147,8 @@ def run(*, devices: int, frames: int, batch: int, rows_every: int, tsdb: bool, p
             try:
                 profiler = cProfile.Profile()
                 cpu0, wall0 = time.process_time(), time.perf_counter()
-                profiler.enable()
+                if cprofile:
+                    profiler.enable()
                 for start in range(0, len(messages), batch):
                     chunk = messages[start : start + batch]
                     pipeline.feed([Message(t, p, 1, False, start + k + 1) for k, (t, p) in enumerate(chunk)])
@@ -138,7 +160,7 @@ def run(*, devices: int, frames: int, batch: int, rows_every: int, tsdb: bool, p
         finally:
             if vm is not None:
                 vm.stop()
-    if profile is not None:
+    if profile is not None and cprofile:
         profiler.dump_stats(str(profile))
     return {
         "messages": len(messages),
@@ -149,8 +171,9 @@ def run(*, devices: int, frames: int, batch: int, rows_every: int, tsdb: bool, p
         "ingest_batch": batch,
         "rows_every": rows_every,
         "tsdb": "VictoriaMetrics" if tsdb else "none",
-        "note": "profiled with cProfile, which roughly doubles the cost of Python calls; compare runs, not absolutes",
-        "top_by_own_time": top_entries(profiler, "tottime"),
+        "cprofile": cprofile,
+        "note": "with cProfile on, Python calls cost about twice as much: compare runs made alike",
+        "top_by_own_time": top_entries(profiler, "tottime") if cprofile else [],
     }
 
 
@@ -170,16 +193,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows-every", type=int, default=8, help="frame_row points every Nth frame (default 8)")
     parser.add_argument("--no-tsdb", dest="tsdb", action="store_false", help="leave the Influx sink out")
     parser.add_argument("--profile", type=Path, help="also write the cProfile stats here")
+    parser.add_argument("--save", type=Path, help="write the synthetic messages here and exit")
+    parser.add_argument("--load", type=Path, help="replay messages written by --save instead of new ones")
+    parser.add_argument("--limit", type=int, help="with --load: only the first N messages")
+    parser.add_argument(
+        "--no-cprofile", dest="cprofile", action="store_false", help="time it without the profiler (true CPU cost)"
+    )
     args = parser.parse_args(argv)
     if args.devices < 1 or args.frames < 1 or args.batch < 1:
         parser.error("--devices, --frames and --batch must be at least 1")
+    if args.load is not None:
+        messages = load_messages(args.load, args.limit)
+    else:
+        messages = synthetic_messages(args.devices, args.frames)
+    if args.save is not None:
+        save_messages(messages, args.save)
+        return 0
     result = run(
-        devices=args.devices,
-        frames=args.frames,
+        messages,
         batch=args.batch,
         rows_every=args.rows_every,
         tsdb=args.tsdb,
         profile=args.profile,
+        cprofile=args.cprofile,
     )
     print(json.dumps(result))
     return 0
