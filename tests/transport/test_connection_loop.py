@@ -10,6 +10,7 @@ import collections
 import queue
 import threading
 import time
+from typing import Any
 
 from devtools.local_mosquitto import LocalMosquitto
 from transport.connection import ACKS_PER_WRITE, Message, MqttConnection, MqttSettings, _coalesce_acks
@@ -46,8 +47,13 @@ def test_acked_messages_are_gone_and_unacked_ones_come_back(mosquitto: LocalMosq
         first = _take(inbox, n, 30.0)
         assert [m.payload for m in first] == [f"m{i}".encode() for i in range(n)]  # all, once, in order
         acked, kept = first[: n - 100], first[n - 100 :]
+
         # Acked in one go from another thread, as the bridge's ingest does after its commit.
-        worker = threading.Thread(target=lambda: [m.ack() for m in acked])
+        def ack_all() -> None:
+            for m in acked:
+                m.ack()
+
+        worker = threading.Thread(target=ack_all)
         worker.start()
         worker.join()
         time.sleep(1.0)  # the acks reach the broker (a duration, then the reconnect shows what it kept)
@@ -64,13 +70,14 @@ def test_acked_messages_are_gone_and_unacked_ones_come_back(mosquitto: LocalMosq
         publisher.stop()
 
 
-def _ack(mid: int) -> dict[str, object]:
+def _ack(mid: int) -> dict[str, Any]:
     packet = bytes([0x40, 2, mid >> 8, mid & 0xFF])
     return {"command": 0x40, "mid": mid, "qos": 0, "pos": 0, "to_process": 4, "packet": packet, "info": None}
 
 
 def test_acks_at_the_head_are_merged_in_order_and_other_packets_are_left_alone() -> None:
-    publish = {"command": 0x32, "mid": 9, "qos": 1, "pos": 0, "to_process": 3, "packet": b"pub", "info": object()}
+    publish: dict[str, Any] = {"command": 0x32, "mid": 9, "qos": 1, "pos": 0, "to_process": 3, "packet": b"pub"}
+    publish["info"] = object()
     out = collections.deque([_ack(1), _ack(2), _ack(3), publish, _ack(4)])
     _coalesce_acks(out)
     assert len(out) == 3
