@@ -213,11 +213,22 @@ class _Client(paho.Client):
     queued back to back leave in one write. Order on the wire is unchanged, and so is what
     is acknowledged: only the packing of bytes into writes differs.
 
+    Reading until empty is only for manual-ack consumers (the bridge): the broker sends them
+    no more than its in-flight window until they ack, so a faster read cannot outrun their
+    worker. An auto-acking subscriber (an inference node) has no such bound; reading faster
+    there filled the node's bounded frame queue under a saturating load (`bench inference`
+    dropped frames), so it keeps paho's pace, which leaves the worker the GIL.
+
     Both overrides use paho's internals (`_sock`, `_packet_read`, `_out_packet`), which is
     why paho is pinned in constraints.txt; tests/transport checks both paths on a real broker.
     """
 
+    #: Set for manual-ack consumers only (see `MqttConnection`).
+    read_until_empty = False
+
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        if not self.read_until_empty:
+            return super().loop_read(max_packets)
         if self._sock is None:
             return MQTTErrorCode.MQTT_ERR_NO_CONN
         for _ in range(READ_PACKETS_PER_WAKEUP):
@@ -316,6 +327,7 @@ class MqttConnection:
             manual_ack=manual_ack,
         )
         # paho types these as int but computes with floats; sub-second back-off matters for devices.
+        client.read_until_empty = manual_ack
         client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(settings.max_inflight)
         client.max_queued_messages_set(0)
