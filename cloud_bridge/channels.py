@@ -196,20 +196,21 @@ def check_range(decoded: Decoded, payload: bytes | None = None) -> None:
         _check_ints(decoded.model_dump(), "")
 
 
-#: 19 digits in a row: the shortest decimal that can be outside the signed 64-bit range (2**63 has 19).
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+#: Runs of 19 or more digits: the only ones that can spell an integer outside the signed 64 bits.
+_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
 
 
 def may_exceed_i64(payload: bytes) -> bool:
     """False when `payload` cannot hold an integer outside the signed 64-bit range.
 
     Why: `check_range` dumps the decoded model and walks every value (a tenth of intake's
-    cost per verdict). An integer outside -2**63..2**63-1 needs at least 19 digits in a row,
-    so a JSON payload without such a run (nearly all of them) cannot hold one; with one (in
-    a string, a float's digits or a real big integer) the full check runs. Binary frames
-    are not models (`check_range` skips them), so any bytes may look like digits there.
+    cost per verdict). An integer literal outside -2**63..2**63-1 is a run of digits worth more
+    than 2**63 - 1, so a payload whose every run of 19+ digits is below that cannot hold one
+    (a verdict's `capture_ns` has 19 digits and passes here). A run in a string or in a
+    float's digits only makes the full check run. Binary frames are not models
+    (`check_range` skips them).
     """
-    return _LONG_DIGITS.search(payload) is not None
+    return any(int(run) > I64_MAX for run in _LONG_DIGITS.findall(payload))
 
 
 def _check_ints(value: object, path: str) -> None:

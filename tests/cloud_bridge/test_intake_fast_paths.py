@@ -29,13 +29,13 @@ def test_an_integer_beyond_64_bits_is_refused_whatever_its_length(count: int) ->
         assert result.category in (RejectReason.RANGE, RejectReason.MALFORMED), result
 
 
-def test_the_pre_check_skips_only_payloads_without_19_digits_in_a_row() -> None:
+def test_the_pre_check_skips_only_payloads_whose_long_digit_runs_all_fit() -> None:
     verdict = make_session("dev-1", 1).verdicts[0]
-    payload = encode_message(verdict)
-    assert may_exceed_i64(payload)  # capture_ns has 19 digits: the full check runs
-    assert not may_exceed_i64(b'{"seq": 123456789012345678}')  # 18 digits: fits, skipped
-    assert may_exceed_i64(b'{"seq": 1234567890123456789}')
-    assert may_exceed_i64(b'{"x": "9999999999999999999"}')  # in a string: checked anyway (harmless)
+    assert not may_exceed_i64(encode_message(verdict))  # capture_ns has 19 digits but fits: skipped
+    assert not may_exceed_i64(b'{"seq": 9223372036854775807}')  # 2**63 - 1
+    assert may_exceed_i64(b'{"seq": 9223372036854775808}')  # 2**63: the full check runs
+    assert may_exceed_i64(b'{"n": -9223372036854775808}')  # -2**63 fits; the full check says so
+    assert may_exceed_i64(b'{"x": "99999999999999999999"}')  # in a string: checked anyway (harmless)
 
 
 def test_a_remembered_topic_still_names_the_device_and_bad_topics_are_not_remembered() -> None:
