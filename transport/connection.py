@@ -197,7 +197,7 @@ class _Subscription:
 
 #: Packets read per wake-up of the network thread at most (paho reads one, or one per message in flight).
 READ_PACKETS_PER_WAKEUP = 256
-#: Packets (PUBACKs, QoS 1 PUBLISHes) that go to the socket in one write at most.
+#: Acknowledgements (PUBACK) that go to the socket in one write at most.
 ACKS_PER_WRITE = 512
 
 
@@ -210,8 +210,8 @@ class _Client(paho.Client):
     every PUBACK as its own `send` (its own TLS record), so a consumer acking a group of
     2,000 messages made 2,000 writes. Here a wake-up reads packets until the socket has no
     more (at most READ_PACKETS_PER_WAKEUP: the loop still gets to write and ping), and PUBACKs
-    and QoS 1 PUBLISHes queued back to back leave in one write (`_coalesce_acks`). Order on
-    the wire is unchanged, and so is what is acknowledged: only the packing into writes differs.
+    queued back to back leave in one write. Order on the wire is unchanged, and so is what
+    is acknowledged: only the packing of bytes into writes differs.
 
     Reading until empty is only for manual-ack consumers (the bridge): the broker sends them
     no more than its in-flight window until they ack, so a faster read cannot outrun their
@@ -246,45 +246,31 @@ class _Client(paho.Client):
         return super()._packet_write()
 
 
-_PUBLISH = 0x30
 _PUBACK = 0x40
-#: Bytes merged into one write at most (a TLS record holds 16 KiB; the kernel takes the rest).
-COALESCE_BYTES = 64 * 1024
-
-
-def _mergeable(packet: Any) -> bool:
-    """A packet whose write paho follows with no action: a PUBACK, or a QoS 1/2 PUBLISH (its
-    completion comes with the broker's PUBACK), not yet partly written. A QoS 0 PUBLISH
-    (completed when written) and everything else are written alone."""
-    if packet["pos"] != 0:
-        return False
-    command = int(packet["command"]) & 0xF0
-    return command == _PUBACK or (command == _PUBLISH and int(packet["qos"]) > 0)
 
 
 def _coalesce_acks(out: Any) -> None:
-    """Merge the PUBACKs and QoS 1 PUBLISHes at the head of paho's out-queue into one packet.
+    """Merge the PUBACKs at the head of paho's out-queue (none partly written) into one packet.
 
-    Why: paho sends each packet with its own `send`, which over TLS is a record (and a
-    syscall) each: 2,000 for a group of 2,000 acks, 32 for a node's batch of 32 verdicts.
-    Order on the wire is unchanged. Only the network thread takes from the left of that
-    deque; other threads append on the right, so the merge (pop left, push the merged one
-    back left) never races with them.
+    Only the network thread takes from the left of that deque; other threads append on the
+    right, so the merge (pop left, push the merged one back left) never races with them.
     """
-    if len(out) < 2 or not _mergeable(out[0]):
+    if len(out) < 2:
         return
     head = out[0]
+    if head["command"] & 0xF0 != _PUBACK or head["pos"] != 0:
+        return
     parts: list[Any] = []
-    size = 0
-    while out and len(parts) < ACKS_PER_WRITE and size < COALESCE_BYTES and _mergeable(out[0]):
-        packet = out.popleft()["packet"]
-        parts.append(packet)
-        size += len(packet)
+    while out and len(parts) < ACKS_PER_WRITE:
+        packet = out[0]
+        if packet["command"] & 0xF0 != _PUBACK or packet["pos"] != 0 or packet["info"] is not None:
+            break
+        parts.append(out.popleft()["packet"])
     if len(parts) == 1:
         out.appendleft(head)
         return
     data = b"".join(bytes(p) for p in parts)
-    out.appendleft({**head, "packet": data, "to_process": len(data), "info": None})
+    out.appendleft({**head, "packet": data, "to_process": len(data), "mid": head["mid"]})
 
 
 class MqttConnectionError(ConnectionError):

@@ -75,45 +75,23 @@ def _ack(mid: int) -> dict[str, Any]:
     return {"command": 0x40, "mid": mid, "qos": 0, "pos": 0, "to_process": 4, "packet": packet, "info": None}
 
 
-def _publish(mid: int, qos: int) -> dict[str, Any]:
-    packet = bytes([0x30 | qos << 1, 3]) + b"p%02d" % mid
-    return {"command": 0x30 | qos << 1, "mid": mid, "qos": qos, "pos": 0, "to_process": 5, "packet": packet}
-
-
-def test_acks_and_qos1_publishes_at_the_head_are_merged_in_order_and_others_left_alone() -> None:
-    qos0 = {**_publish(9, 0), "info": object()}  # completed when written: never merged
-    out = collections.deque([_ack(1), {**_publish(2, 1), "info": object()}, _ack(3), qos0, _ack(4)])
+def test_acks_at_the_head_are_merged_in_order_and_other_packets_are_left_alone() -> None:
+    publish: dict[str, Any] = {"command": 0x32, "mid": 9, "qos": 1, "pos": 0, "to_process": 3, "packet": b"pub"}
+    publish["info"] = object()
+    out = collections.deque([_ack(1), _ack(2), _ack(3), publish, _ack(4)])
     _coalesce_acks(out)
     assert len(out) == 3
     merged = out[0]
-    assert merged["packet"] == _ack(1)["packet"] + _publish(2, 1)["packet"] + _ack(3)["packet"]
-    assert merged["to_process"] == 13 and merged["pos"] == 0
-    assert out[1] is qos0 and out[2]["mid"] == 4
-    # A partly written head is never touched; nor is a queue that starts with a QoS 0 publish.
+    assert merged["packet"] == _ack(1)["packet"] + _ack(2)["packet"] + _ack(3)["packet"]
+    assert merged["to_process"] == 12 and merged["pos"] == 0
+    assert out[1] is publish and out[2]["mid"] == 4
+    # A partly written head is never touched; nor is a queue that starts with a publish.
     partial = collections.deque([{**_ack(5), "pos": 2, "to_process": 2}, _ack(6)])
     _coalesce_acks(partial)
     assert len(partial) == 2 and partial[0]["pos"] == 2
-    _coalesce_acks(out := collections.deque([qos0, _ack(7), _ack(8)]))
+    _coalesce_acks(out := collections.deque([publish, _ack(7), _ack(8)]))
     assert len(out) == 3
-    # At most ACKS_PER_WRITE packets go in one write.
+    # At most ACKS_PER_WRITE acks go in one write.
     many = collections.deque(_ack(i + 1) for i in range(ACKS_PER_WRITE + 3))
     _coalesce_acks(many)
     assert len(many) == 4 and many[0]["to_process"] == 4 * ACKS_PER_WRITE
-
-
-def test_publishes_written_in_one_go_all_arrive_once_and_are_all_acknowledged(mosquitto: LocalMosquitto) -> None:
-    inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
-    listener = MqttConnection(MqttSettings(url=mosquitto.url), client_id="loop-test-listener")
-    listener.subscribe(TOPIC, inbox.put, qos=1)
-    listener.start()
-    publisher = MqttConnection(MqttSettings(url=mosquitto.url, max_inflight=1000), client_id="loop-test-burst").start()
-    try:
-        payloads = [bytes([k % 256]) * (100 + k) for k in range(600)]  # 100 B .. 700 B: many per write
-        receipts = [publisher.publish(TOPIC, p, qos=1) for p in payloads]
-        assert all(r.wait(30.0) and r.accepted for r in receipts)
-        got = _take(inbox, len(payloads), 30.0)
-        assert [m.payload for m in got] == payloads
-        assert _take(inbox, 1, 0.5) == []
-    finally:
-        publisher.stop()
-        listener.stop()
