@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def is_server(name: str) -> bool:
     return name in ("broker", "tsdb") or name.startswith(("bridge", "infer-"))
 
 
-def server_cost(cpu_seconds: dict[str, float | None], frames: int) -> dict[str, Any]:
+def server_cost(cpu_seconds: Mapping[str, float | None], frames: int) -> dict[str, Any]:
     """CPU ms per verdicted frame of the server side, and that over the broker's own per frame.
 
     Why per frame and per broker: % CPU depends on the rate a run reached, ms per frame does
