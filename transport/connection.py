@@ -195,6 +195,84 @@ class _Subscription:
     first_receipt: SubscribeReceipt | None = None
 
 
+#: Packets read per wake-up of the network thread at most (paho reads one, or one per message in flight).
+READ_PACKETS_PER_WAKEUP = 256
+#: Acknowledgements (PUBACK) that go to the socket in one write at most.
+ACKS_PER_WRITE = 512
+
+
+class _Client(paho.Client):
+    """paho's client with two changes to its network loop; nothing else differs.
+
+    Why: paho 2.2 handles one packet per select() (`loop_read` reads `len(in flight)`
+    packets, which is 1 for a pure subscriber such as the bridge), so every received
+    message also cost a select, an SSL `pending()` and the loop's bookkeeping; and it writes
+    every PUBACK as its own `send` (its own TLS record), so a consumer acking a group of
+    2,000 messages made 2,000 writes. Here a wake-up reads packets until the socket has no
+    more (at most READ_PACKETS_PER_WAKEUP: the loop still gets to write and ping), and PUBACKs
+    queued back to back leave in one write. Order on the wire is unchanged, and so is what
+    is acknowledged: only the packing of bytes into writes differs.
+
+    Reading until empty is only for manual-ack consumers (the bridge): the broker sends them
+    no more than its in-flight window until they ack, so a faster read cannot outrun their
+    worker. An auto-acking subscriber (an inference node) has no such bound; reading faster
+    there filled the node's bounded frame queue under a saturating load (`bench inference`
+    dropped frames), so it keeps paho's pace, which leaves the worker the GIL.
+
+    Both overrides use paho's internals (`_sock`, `_packet_read`, `_out_packet`), which is
+    why paho is pinned in constraints.txt; tests/transport checks both paths on a real broker.
+    """
+
+    #: Set for manual-ack consumers only (see `MqttConnection`).
+    read_until_empty = False
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        if not self.read_until_empty:
+            return super().loop_read(max_packets)
+        if self._sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        for _ in range(READ_PACKETS_PER_WAKEUP):
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                break
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _packet_write(self) -> MQTTErrorCode:
+        _coalesce_acks(self._out_packet)
+        return super()._packet_write()
+
+
+_PUBACK = 0x40
+
+
+def _coalesce_acks(out: Any) -> None:
+    """Merge the PUBACKs at the head of paho's out-queue (none partly written) into one packet.
+
+    Only the network thread takes from the left of that deque; other threads append on the
+    right, so the merge (pop left, push the merged one back left) never races with them.
+    """
+    if len(out) < 2:
+        return
+    head = out[0]
+    if head["command"] & 0xF0 != _PUBACK or head["pos"] != 0:
+        return
+    parts: list[Any] = []
+    while out and len(parts) < ACKS_PER_WRITE:
+        packet = out[0]
+        if packet["command"] & 0xF0 != _PUBACK or packet["pos"] != 0 or packet["info"] is not None:
+            break
+        parts.append(out.popleft()["packet"])
+    if len(parts) == 1:
+        out.appendleft(head)
+        return
+    data = b"".join(bytes(p) for p in parts)
+    out.appendleft({**head, "packet": data, "to_process": len(data), "mid": head["mid"]})
+
+
 class MqttConnectionError(ConnectionError):
     """The broker could not be reached or refused us; the message is one line."""
 
@@ -242,13 +320,14 @@ class MqttConnection:
         self._handler_cache: dict[str, list[Handler]] = {}
         self._stopping = False
 
-        client = paho.Client(
+        client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=manual_ack,
         )
         # paho types these as int but computes with floats; sub-second back-off matters for devices.
+        client.read_until_empty = manual_ack
         client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(settings.max_inflight)
         client.max_queued_messages_set(0)

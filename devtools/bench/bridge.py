@@ -96,6 +96,16 @@ def _config(workdir: Path, broker_url: str, tsdb_url: str, rows_every: int) -> P
     return component_toml.write(workdir / "bridge.toml", config)
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU-seconds (user + system) a process used so far."""
+    import psutil
+
+    if pid is None:
+        raise RuntimeError("the bridge process is not running")
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def influx_point_count(expected: dict[SeriesKey, set[int]], exported: dict[SeriesKey, list[int]] | None) -> int:
     """InfluxDB points (measurement, tags, time: one line each) among the expected series samples
     that landed (`exported`), or all of them (`None`)."""
@@ -141,6 +151,8 @@ def _run(options: BenchOptions, workdir: Path) -> dict[str, Any]:
         if not watch.online.wait(60.0):
             raise RuntimeError(f"the bridge did not come online; see {bridge.log_path}")
         publisher.start()
+        bridge_pid = bridge.pid
+        cpu_start = _cpu_seconds(bridge_pid)
         _progress(
             f"publishing {len(messages)} messages; TSDB down {options.outage_s:.0f} s after {options.outage_at:.0%}"
         )
@@ -181,6 +193,7 @@ def _run(options: BenchOptions, workdir: Path) -> dict[str, Any]:
         t_drained = watch.wait_empty_after(since, timeout=600.0)
         if t_drained is None:
             raise RuntimeError("the bridge did not drain its queue within 10 minutes")
+        cpu_used = _cpu_seconds(bridge_pid) - cpu_start
         _progress("bridge queue empty; reading back from VictoriaMetrics")
         exported = tsdb.export_timestamps('{device_id=~"bench-.*"}')
         deadline = time.monotonic() + 60.0
@@ -199,6 +212,11 @@ def _run(options: BenchOptions, workdir: Path) -> dict[str, Any]:
         # InfluxDB points (one line-protocol line: measurement, tags, time, its fields).
         points = influx_point_count(expected, exported)
         return {
+            # Messages (frames, verdicts, session events) the bridge stored per second of the run
+            # (outage excluded), and the bridge process's CPU (user + system) per message over it.
+            "messages_per_s": round(len(messages) / active_s, 1),
+            "cpu_ms_per_message": round(1000.0 * cpu_used / len(messages), 4),
+            "bridge_cpu_s": round(cpu_used, 2),
             "points_per_s": round(drained_points / catch_up_s, 1),
             "overall_points_per_s": round(points / active_s, 1),
             "catch_up_points": int(drained_points),

@@ -12,7 +12,9 @@ draining the outage's backlog (from the bridge's `points_written` metric, sample
 0.5 s; the time includes the back-off before the first successful retry).
 `overall_points_per_s` = points landed / (time from the first publish until the queue was
 empty, minus the outage), which is bounded by how fast this process publishes.
-`stored` = points landed. Loss and duplicates are judged per
+`stored` = points landed. `messages_per_s` = messages published / (first publish until the queue
+was empty, minus the outage); `cpu_ms_per_message` = the bridge process's CPU-seconds over
+that same span (outage included: it keeps receiving) per message published. Loss and duplicates are judged per
 field value (VictoriaMetrics keeps each field as its own series): `lost` = expected field
 values missing; `duplicates` = field values present that no message should have produced
 (a redelivery written under another timestamp or tags); `rewrites` = samples repeating an

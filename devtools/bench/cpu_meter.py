@@ -40,6 +40,8 @@ class CpuMeter:
         self._t0 = 0.0
         #: Busy CPU of the whole machine over the window (all processes, ours and others), % of one core.
         self.machine_pct: float | None = None
+        #: CPU-seconds (user + system) each process used over the window (None: it was gone).
+        self.seconds: dict[str, float | None] = {}
 
     def start(self) -> CpuMeter:
         self._t0 = time.monotonic()
@@ -52,7 +54,9 @@ class CpuMeter:
         out: dict[str, float | None] = {}
         for name, pid in self.pids.items():
             before, after = self._start.get(name), _cpu_seconds(pid)
-            out[name] = None if before is None or after is None else round(100.0 * (after - before) / wall, 1)
+            used = None if before is None or after is None else after - before
+            self.seconds[name] = used
+            out[name] = None if used is None else round(100.0 * used / wall, 1)
         self.machine_pct = round(100.0 * (_machine_busy_seconds() - self._machine_start) / wall, 1)
         return out
 

@@ -13,8 +13,15 @@ device account and connection per device), and reports over a measurement window
 - `cpu`: % of one core used by each process (broker, tsdb, bridge, infer-N, load_generator,
   bench), `machine_cpu`: busy CPU of the whole machine (others' work included), `cores`:
   os.cpu_count(), `load_avg`: the 1-minute load average at the start (other work on the
-  machine skews timings), and `limits`: what limited this run, from those numbers.
-Goals: p99 <= 20 ms at 1,000 frames/s offered; 2 nodes >= 1.8x one node's verdict rate where
+  machine skews timings), and `limits`: what limited this run, from those numbers;
+- `server_cpu_ms_per_frame`: CPU-seconds of broker, inference nodes, bridge and TSDB over the
+  window / frames verdicted in it (`cpu_ms_per_frame`: the same per process), and
+  `pipeline_vs_broker`: that / the broker's own CPU ms per frame (moving a frame and its
+  verdict through the broker at all is the floor);
+- `asked_fps` (devices x rate) and `offered_as_asked`: False when the load generators offered
+  less than 98% of it (their CPU or a busy machine; `skipped_ticks` says how much).
+Goals: p99 <= 20 ms at 1,000 frames/s offered; `server_cpu_ms_per_frame` <= 0.8 and
+`pipeline_vs_broker` <= 4; 2 nodes >= 1.8x one node's verdict rate where
 the machine has the cores. Verdicts are a screening aid, not a diagnosis.
 """
 

@@ -204,6 +204,16 @@ def measure_paced(url: str, settings: BenchSettings) -> dict[str, Any]:
     return counter.result(60)
 
 
+#: The issue's goal: a node may use at most this many times a bare subscriber's CPU per frame.
+NODE_CPU_GOAL = 1.5
+
+
+def cpu_ratio(node_cpu: list[float], relay_cpu: list[float]) -> float | None:
+    """Median node CPU per frame / median bare-subscriber CPU per frame (None if either is missing)."""
+    relay = _median([v for v in relay_cpu if v > 0])
+    return round(_median(node_cpu) / relay, 2) if node_cpu and relay > 0 else None
+
+
 def _median(values: list[float]) -> float:
     return float(np.median(values)) if values else 0.0
 
@@ -253,6 +263,9 @@ def run_bench(settings: BenchSettings, progress: Progress) -> dict[str, Any]:
         "relay_frames_per_s_by_round": [round(r, 1) for r in relay_rates],
         "node_frames_per_s_by_round": [round(r, 1) for r in node_rates],
         "node_cpu_ms_per_frame": round(_median(node_cpu), 4) if node_cpu else None,
+        # The node's CPU per frame over a bare subscriber's of the same frames (goal <= 1.5x): what
+        # decoding, scoring and publishing a verdict add to just receiving the frame.
+        "node_cpu_vs_relay_cpu": cpu_ratio(node_cpu, relay_cpu),
         "relay_subscriber_cpu_ms_per_frame": round(_median(relay_cpu), 4),
         "publisher_frames_per_s_during_relay": round(
             _median([r["publisher"]["published"] / r["publisher"]["acked_s"] for r in relays]), 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.bench.helpers import run_bench
 
 
@@ -32,3 +34,9 @@ def test_e2e_bench_small_prints_one_sane_json_object(tmp_path: Path, bench_serve
     assert result["machine_cpu"] >= 0
     assert cpu["infer-1"] > 0 and cpu["load_generator"] > 0
     assert isinstance(result["limits"], str) and "cores" in result["limits"]
+    # Cost per frame: the server side's CPU ms per verdicted frame, and that over the broker's own.
+    per_frame = result["cpu_ms_per_frame"]
+    assert set(per_frame) == {"broker", "tsdb", "bridge", "infer-1"}
+    assert result["server_cpu_ms_per_frame"] == pytest.approx(sum(per_frame.values()), abs=1e-3)
+    assert result["pipeline_vs_broker"] >= 1.0
+    assert result["asked_fps"] == devices * rate and isinstance(result["offered_as_asked"], bool)

@@ -78,3 +78,15 @@ def test_caught_up_needs_every_earlier_frame_and_a_newer_one(
 ) -> None:
     ms = 1_000_000
     assert caught_up({s: t * 10 * ms for s, t in stored.items()}, first, since * 10 * ms) is expected
+
+
+def test_server_cost_counts_only_the_pipeline_per_verdicted_frame() -> None:
+    from devtools.bench.e2e import server_cost
+
+    seconds = {"broker": 0.5, "tsdb": 0.25, "bridge": 1.5, "infer-1": 1.0, "load_generator": 9.0, "bench": 1.0}
+    cost = server_cost({**seconds, "infer-2": None}, frames=1000)
+    # (0.5 + 0.25 + 1.5 + 1.0) s over 1,000 frames; the load generator and the bench are not the server.
+    assert cost["server_cpu_ms_per_frame"] == 3.25
+    assert cost["pipeline_vs_broker"] == 6.5
+    assert cost["cpu_ms_per_frame"] == {"bridge": 1.5, "broker": 0.5, "infer-1": 1.0, "tsdb": 0.25}
+    assert server_cost(seconds, frames=0)["server_cpu_ms_per_frame"] is None
