@@ -219,6 +219,9 @@ class PendingSessionVerdicts:
             ts_ns=time.time_ns(),
             member_spread=combined.member_spread,
             inconclusive=combined.inconclusive,
+            # The device's incarnation, from its frames' verdicts (a session lives in one incarnation;
+            # the latest verdict decides if a replay ever mixed them), so the device can tell it is its own.
+            incarnation=max(verdicts, key=lambda v: (v.capture_ns, v.seq)).incarnation,
         )
         outcome = SessionOutcome(verdict=verdict, started_ns=session.started_ns, ended_ns=session.ended_ns)
         self._emit(Kind.SESSION_OUTCOME, session.device_id, outcome.model_dump_json().encode("utf-8"))

@@ -18,14 +18,14 @@ from cloud_bridge.firestore_sink import FirestoreSink, frame_doc_id
 from cloud_bridge.service import Bridge
 from contract.frame import encode_frame
 from contract.ids import LEGACY_INCARNATION
-from contract.messages import encode_message
+from contract.messages import SessionVerdict, decode_message, encode_message
 from contract.topics import frame_topic, rfid_topic, verdict_topic
 from devtools.local_firestore import LocalFirestoreEmulator
 from devtools.local_mosquitto import LocalMosquitto
 from devtools.local_tsdb import LocalVictoriaMetrics
 from devtools.synthetic_stream import SyntheticSession, make_session
 from tests.cloud_bridge.helpers import bridge_config, publish_all, wait_until
-from tests.mqtt_helpers import connect
+from tests.mqtt_helpers import Collector, connect, subscribe_and_wait
 
 FIRST, SECOND = "0123456789abcdef", "fedcba9876543210"
 
@@ -60,16 +60,24 @@ def test_two_incarnations_with_overlapping_seq_lose_and_overwrite_nothing(
     after = make_session("reimg-1", 3, seed=12)  # seq 0, 1, 2 again, a later capture time
     assert [f.seq for f in before.frames] == [f.seq for f in after.frames]
     publisher = connect(mosquitto.url)
+    results = Collector()
+    subscribe_and_wait(publisher, "thermo/v1/reimg-1/session_verdict", results)
     bridge = Bridge(config).start()
     try:
         publish_all(publisher, _messages(before, FIRST) + _messages(after, SECOND))
         wait_until(lambda: bridge.summary().stored, lambda n: n >= 2 * 8, 20.0, "both sessions stored")
         assert bridge.wait_idle(30.0)
         summary = bridge.summary()
+        published = [decode_message(m.payload, SessionVerdict) for m in results.wait_for(2, 20.0)]
     finally:
         bridge.stop()
         publisher.stop()
     assert summary.dead_letters == {}
+    # Each session verdict goes back under its own incarnation, so the re-imaged device knows it is its own.
+    assert {(v.session_id, v.incarnation) for v in published} == {
+        (before.session_id, FIRST),
+        (after.session_id, SECOND),
+    }
     with Archive(config.archive.path) as archive:
         assert archive.counts() == {"sessions": 2, "verdicts": 6, "frames": 6}
         for s, inc in ((before, FIRST), (after, SECOND)):
