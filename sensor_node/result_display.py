@@ -3,9 +3,10 @@
 The bridge publishes one `SessionVerdict` per session on `thermo/v1/<device>/session_verdict`,
 which only this device's account may read. The device shows it as a line on stderr (the
 console the operator watches), in its retained status, and optionally on a GPIO LED and
-buzzer through gpiozero (off by default). The wording is that of a screening aid: a flagged
-session means "refer for clinical follow-up", an unflagged one is "no finding", never
-"healthy": it does not rule anything out.
+buzzer through gpiozero (off by default). The wording is that of a screening aid, defined once
+in contract.wording: a flagged session means "refer for clinical follow-up", an unflagged one
+is "no finding", never "healthy": it does not rule anything out; an inconclusive one asks to
+repeat the capture.
 
 In edge mode the device also shows its own result of a session the moment it ends (also
 offline), marked provisional: `show_provisional`. The cloud's session verdict for that
@@ -26,15 +27,13 @@ from typing import Any, TextIO
 from contract.errors import ContractError
 from contract.ids import LEGACY_INCARNATION
 from contract.messages import ScreeningResult, SessionVerdict, decode_message
+from contract.wording import RESULT_SENTENCE, result_of_verdict
 from sensor_node.config import ResultSettings
 
 log = logging.getLogger(__name__)
 
-WORDING = {
-    ScreeningResult.REFER: "refer for clinical follow-up (a screening aid, not a diagnosis)",
-    ScreeningResult.NO_FINDING: "no finding (a screening aid, not a diagnosis: it does not rule anything out)",
-    ScreeningResult.INCONCLUSIVE: "inconclusive: repeat the capture (a screening aid, not a diagnosis)",
-}
+#: The device's line for each result: the one definition in contract.wording.
+WORDING = RESULT_SENTENCE
 
 
 #: How a provisional (on-device) result is introduced, before its WORDING.
@@ -52,9 +51,7 @@ class ShownResult:
 
 
 def result_of(verdict: SessionVerdict) -> ScreeningResult:
-    if verdict.inconclusive:
-        return ScreeningResult.INCONCLUSIVE
-    return ScreeningResult.REFER if verdict.flagged else ScreeningResult.NO_FINDING
+    return result_of_verdict(flagged=verdict.flagged, inconclusive=verdict.inconclusive)
 
 
 class Indicator:
