@@ -1,6 +1,7 @@
 """The doctor's HTML report of screening sessions, read from the bridge's local archive.
 
-One self-contained file: an index (sessions to refer for follow-up first), for one patient her
+One self-contained file: an index (sessions to refer for follow-up first, then those to capture
+again, inconclusive, then no finding), for one patient her
 history over time (`patient_ref`), then per session the pseudonym, device, times, the mean
 thermal frame as a heatmap, the per-frame probability against the model threshold, the
 session verdict and the model version, under a prominent screening-aid disclaimer.
@@ -19,6 +20,7 @@ from pathlib import Path
 from cloud_bridge.report_data import (
     VERDICT_CLEAR,
     VERDICT_FLAGGED,
+    VERDICT_INCONCLUSIVE,
     VERDICT_PENDING,
     ReportData,
     SessionData,
@@ -35,6 +37,7 @@ __all__ = [
     "PATIENT_META",
     "VERDICT_CLEAR",
     "VERDICT_FLAGGED",
+    "VERDICT_INCONCLUSIVE",
     "VERDICT_PENDING",
     "Report",
     "ReportData",

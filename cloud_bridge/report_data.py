@@ -16,36 +16,49 @@ import numpy.typing as npt
 
 from cloud_bridge.archive import Archive, SessionRecord, VerdictRecord
 from contract.messages import ScreeningResult
+from contract.wording import RESULT_LABEL, result_of_verdict
 
-#: The words of each outcome (contract.messages.ScreeningResult), never "healthy" or "sick".
-RESULT_WORDING = {
-    ScreeningResult.REFER: "refer for follow-up",
-    ScreeningResult.NO_FINDING: "no finding",
-}
-VERDICT_FLAGGED = RESULT_WORDING[ScreeningResult.REFER]
-VERDICT_CLEAR = RESULT_WORDING[ScreeningResult.NO_FINDING]
+VERDICT_FLAGGED = RESULT_LABEL[ScreeningResult.REFER]
+VERDICT_CLEAR = RESULT_LABEL[ScreeningResult.NO_FINDING]
+VERDICT_INCONCLUSIVE = RESULT_LABEL[ScreeningResult.INCONCLUSIVE]
 VERDICT_PENDING = "no session verdict (no frame verdicts were received for this session)"
+#: The index's groups, first to last: refer, then repeat the capture (inconclusive), then no finding
+#: and sessions without a verdict yet, by time.
+INDEX_RANK = {"flagged": 0, "inconclusive": 1, "clear": 2, "pending": 2}
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a session's verdict is shown: its words, a css class, and whether it sorts first."""
+    """How a session's verdict is shown: its words, a css class, and its result (None: pending)."""
 
     wording: str
     css: str
-    refer: bool
+    result: ScreeningResult | None
+
+    @property
+    def rank(self) -> int:
+        """Its group in the index (INDEX_RANK)."""
+        return INDEX_RANK[self.css]
+
+
+_CSS = {
+    ScreeningResult.REFER: "flagged",
+    ScreeningResult.INCONCLUSIVE: "inconclusive",
+    ScreeningResult.NO_FINDING: "clear",
+}
 
 
 def outcome(session: SessionRecord) -> Outcome:
     """The one place that turns a stored session verdict into what the doctor reads.
 
-    A new outcome (say "inconclusive: repeat the capture") is one more branch here.
+    An inconclusive session is neither a referral nor a no finding, whichever side of the
+    threshold its probability lies; a row from before the inconclusive rule (None) reads as
+    conclusive (contract.wording.result_of_verdict).
     """
     if not session.has_verdict:
-        return Outcome(VERDICT_PENDING, "pending", refer=False)
-    if session.flagged:
-        return Outcome(VERDICT_FLAGGED, "flagged", refer=True)
-    return Outcome(VERDICT_CLEAR, "clear", refer=False)
+        return Outcome(VERDICT_PENDING, "pending", None)
+    result = result_of_verdict(flagged=session.flagged, inconclusive=session.inconclusive)
+    return Outcome(RESULT_LABEL[result], _CSS[result], result)
 
 
 @dataclass(frozen=True)
@@ -161,8 +174,9 @@ def load_report(
 
 
 def index_order(sessions: Sequence[SessionData]) -> list[SessionData]:
-    """The index: sessions to refer first, then the rest; newest first within each group."""
-    return sorted(sessions, key=lambda s: (not s.outcome.refer, -(s.time_ns or 0), s.session.session_id))
+    """The index: sessions to refer first, then those to capture again (inconclusive), then no
+    finding and those without a verdict yet; newest first within each group."""
+    return sorted(sessions, key=lambda s: (s.outcome.rank, -(s.time_ns or 0), s.session.session_id))
 
 
 def chronological(sessions: Sequence[SessionData]) -> list[SessionData]:

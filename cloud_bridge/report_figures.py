@@ -19,11 +19,21 @@ import numpy.typing as npt
 from matplotlib.figure import Figure
 
 from cloud_bridge.archive import SessionRecord, VerdictRecord
+from contract.messages import ScreeningResult
 
 #: Columns of the side-by-side heatmaps before they wrap onto another row.
 STRIP_COLUMNS = 4
 FLAGGED_COLOUR = "#c0392b"
 CLEAR_COLOUR = "#1e8449"
+#: Amber: neither a referral (red) nor a no finding (green); the capture is to be repeated.
+INCONCLUSIVE_COLOUR = "#d68910"
+#: The history chart's marker of each result: colour and matplotlib marker (inconclusive: a diamond,
+#: so it reads apart from red and green also in grey print or to a colour-blind reader).
+RESULT_MARKER = {
+    ScreeningResult.REFER: (FLAGGED_COLOUR, "o"),
+    ScreeningResult.NO_FINDING: (CLEAR_COLOUR, "o"),
+    ScreeningResult.INCONCLUSIVE: (INCONCLUSIVE_COLOUR, "D"),
+}
 LINE_COLOUR = "#1f5fa8"
 
 
@@ -84,12 +94,13 @@ class HistoryPoint:
     time_ns: int
     probability: float
     threshold: float
-    flagged: bool
+    result: ScreeningResult
 
 
 def history_svg(points: Sequence[HistoryPoint]) -> str:
     """Session probability over time as an inline <svg>: one marker per session (red: refer for
-    follow-up, green: no finding) on a line, with each session's threshold dashed."""
+    follow-up, green: no finding, amber diamond: inconclusive, repeat the capture) on a line, with
+    each session's threshold dashed."""
     ordered = sorted(points, key=lambda p: (p.time_ns, p.session_id))
     times = np.array([p.time_ns for p in ordered], dtype="datetime64[ns]")
     # SVG text as <text> (small, selectable), ids stable between runs, concise date ticks.
@@ -109,9 +120,9 @@ def history_svg(points: Sequence[HistoryPoint]) -> str:
             label="threshold",
         )
         for i, point in enumerate(ordered):
-            colour = FLAGGED_COLOUR if point.flagged else CLEAR_COLOUR
-            ax.plot(times[i : i + 1], [point.probability], marker="o", markersize=7, linestyle="none", color=colour,
-                    gid=f"point-{point.session_id}")  # fmt: skip
+            colour, marker = RESULT_MARKER[point.result]
+            ax.plot(times[i : i + 1], [point.probability], marker=marker, markersize=7, linestyle="none",
+                    color=colour, gid=f"point-{point.session_id}")  # fmt: skip
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("session probability")
         if len(ordered) == 1:

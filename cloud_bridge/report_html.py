@@ -23,12 +23,11 @@ from cloud_bridge.report_figures import (
     history_svg,
     probability_png,
 )
+from contract.wording import DISCLAIMER as WORDING_DISCLAIMER
 
 DISCLAIMER = (
-    "thermoscreen is a screening aid, not a diagnosis. \u201cRefer for follow-up\u201d means refer for a "
-    "clinical breast examination and, where indicated, imaging; \u201cno finding\u201d does not rule "
-    "anything out. Results must be read by a clinician together with the patient\u2019s history and "
-    "examination."
+    f"{WORDING_DISCLAIMER} Results must be read by a clinician together with the patient\u2019s history "
+    "and examination."
 )
 #: Forbids every external resource: the report must render from this one file alone.
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -82,6 +81,12 @@ def _probability(data: SessionData) -> str:
     return DASH if s.probability is None else f"{s.probability:.3f}"
 
 
+def _spread(data: SessionData) -> str:
+    """The ensemble's member spread of a session ('' for a single model or an old row)."""
+    spread = data.session.member_spread
+    return "" if spread is None else f"{spread:.3f}"
+
+
 def _asymmetry_text(data: SessionData) -> str:
     a = data.asymmetry
     if a is None:
@@ -117,6 +122,8 @@ def _session_html(data: SessionData, names: Mapping[str, str]) -> str:
                 f"{s.probability:.3f} (threshold {s.threshold:.3f}, rule {s.rule or '?'}, {s.frames} frames)",
             )
         )
+    if s.member_spread is not None:
+        rows.append(_row("Ensemble member spread (mean over frames)", f"{s.member_spread:.3f}"))
     if data.mean_frame is not None:
         heat = data_uri(heatmap_png(data.mean_frame, title=f"Mean of {data.frame_count} frames"))
         thermal = f'<img class="heatmap" src="{heat}" alt="Mean thermal frame of the session, degrees C">'
@@ -140,7 +147,8 @@ def _session_html(data: SessionData, names: Mapping[str, str]) -> str:
 
 
 def _index_html(sessions: Sequence[SessionData], names: Mapping[str, str]) -> str:
-    """The report's first table: every session, those to refer for follow-up first, then by time."""
+    """The report's first table: every session, those to refer for follow-up first, then the
+    inconclusive ones (repeat the capture), then the rest; newest first in each group."""
     rows = []
     for data in index_order(sessions):
         s = data.session
@@ -153,7 +161,7 @@ def _index_html(sessions: Sequence[SessionData], names: Mapping[str, str]) -> st
         )
     return f"""
 <nav class="index" aria-label="Sessions">
-  <h2>Index: sessions to refer for follow-up first</h2>
+  <h2>Index: sessions to refer for follow-up first, then inconclusive (repeat the capture), then no finding</h2>
   <table class="index">
     <thead><tr><th>Outcome</th><th>Time (UTC)</th><th>Patient</th><th>Device</th><th>Session probability</th>
     <th>Session</th></tr></thead>
@@ -164,11 +172,12 @@ def _index_html(sessions: Sequence[SessionData], names: Mapping[str, str]) -> st
 
 def _history_chart(sessions: Sequence[SessionData]) -> str:
     points = [
-        HistoryPoint(
-            d.session.session_id, d.time_ns, d.session.probability, d.session.threshold, bool(d.session.flagged)
-        )
+        HistoryPoint(d.session.session_id, d.time_ns, d.session.probability, d.session.threshold, d.outcome.result)
         for d in sessions
-        if d.time_ns is not None and d.session.probability is not None and d.session.threshold is not None
+        if d.time_ns is not None
+        and d.session.probability is not None
+        and d.session.threshold is not None
+        and d.outcome.result is not None
     ]
     if not points:
         return '<p class="missing">No session of this patient has a session verdict yet.</p>'
@@ -176,7 +185,8 @@ def _history_chart(sessions: Sequence[SessionData]) -> str:
     note = f'<p class="missing">{missing} session(s) without a session verdict are not plotted.</p>' if missing else ""
     return (
         '<figure class="history"><figcaption>Session probability over time (red: refer for follow-up, '
-        f"green: no finding; dashed: the model threshold)</figcaption>{history_svg(points)}</figure>{note}"
+        "green: no finding, amber diamond: inconclusive, repeat the capture; dashed: the model threshold)"
+        f"</figcaption>{history_svg(points)}</figure>{note}"
     )
 
 
@@ -202,12 +212,13 @@ def _history_table(sessions: Sequence[SessionData]) -> str:
         f'<td><a href="#session-{html.escape(d.session.session_id)}">{html.escape(d.session.session_id[:8])}</a></td>'
         f"<td>{_outcome_html(d)}</td><td>{_probability(d)}</td>"
         f"<td>{'' if d.asymmetry is None else f'{d.asymmetry.mean_abs_k:.2f}'}</td>"
-        f"<td>{'' if d.asymmetry is None else f'{d.asymmetry.left_minus_right_k:+.2f}'}</td></tr>"
+        f"<td>{'' if d.asymmetry is None else f'{d.asymmetry.left_minus_right_k:+.2f}'}</td>"
+        f"<td>{_spread(d)}</td></tr>"
         for d in sessions
     )
     return f"""<table class="history">
     <thead><tr><th>Time (UTC)</th><th>Session</th><th>Outcome</th><th>Session probability</th>
-    <th>Asymmetry |L &minus; mirrored R| (K)</th><th>Left &minus; right (K)</th></tr></thead>
+    <th>Asymmetry |L &minus; mirrored R| (K)</th><th>Left &minus; right (K)</th><th>Member spread</th></tr></thead>
     <tbody>{rows}</tbody></table>
   <p class="note">Asymmetry, of each session's mean frame: the mean of |T &minus; T mirrored about the
   vertical midline| over the body (pixels that, with their mirror image, are warmer than the frame's mean),
@@ -240,6 +251,7 @@ h1 { font-size: 1.6rem; margin: 0 0 .3rem 0; }
 .verdict { font-size: 1.2rem; padding: .5rem .8rem; border-radius: 6px; display: inline-block; }
 .flagged.verdict, .outcome.flagged { background: #fdecea; border: 2px solid #c0392b; color: #8e1b10; }
 .clear.verdict, .outcome.clear { background: #e9f7ef; border: 2px solid #1e8449; color: #145a32; }
+.inconclusive.verdict, .outcome.inconclusive { background: #fef5e7; border: 2px solid #d68910; color: #7e5109; }
 .pending.verdict, .outcome.pending { background: #f2f2f2; border: 2px solid #888; color: #333; }
 .outcome { padding: .1rem .4rem; border-radius: 4px; display: inline-block; }
 table.facts, table.index, table.history { border-collapse: collapse; margin: .6rem 0; }

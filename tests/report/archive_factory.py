@@ -9,12 +9,15 @@ import numpy as np
 
 from cloud_bridge.archive import Archive, ArchivedFrame, VerdictRecord, compress_centi
 from contract.sensor import block_average
-from contract.session_rule import RULE_NAME, combine
+from contract.session_rule import RULE_NAME, combine, is_inconclusive
 from sensor_node.synthetic_scene import synthetic_thermograms
 
 START_NS = 1_760_000_000_000_000_000
 MODEL = "thermal-cnn-test-1"
 THRESHOLD = 0.5
+#: The inconclusive rule the factory's ensemble verdicts carry (as a trained model's would).
+BAND = (0.45, 0.58)
+MAX_MEMBER_SPREAD = 0.8
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class SessionSpec:
     probabilities: tuple[float, ...]
     with_verdict: bool = True
     with_frames: bool = True
+    #: The frames' ensemble member spread; None: a single model, no inconclusive rule in its verdicts.
+    member_spread: float | None = None
 
 
 def write_archive(path: Path, specs: list[SessionSpec], *, seed: int = 7) -> None:
@@ -56,6 +61,7 @@ def write_archive(path: Path, specs: list[SessionSpec], *, seed: int = 7) -> Non
                         centi_zlib=compress_centi(np.round(noisy * 100).astype(np.int16)),
                     )
                 )
+                ensemble = spec.member_spread is not None
                 verdicts.append(
                     VerdictRecord(
                         device_id=spec.device_id,
@@ -69,6 +75,11 @@ def write_archive(path: Path, specs: list[SessionSpec], *, seed: int = 7) -> Non
                         model_version=MODEL,
                         node_id="infer-1",
                         latency_ms=3.0,
+                        member_spread=spec.member_spread,
+                        band_low=BAND[0] if ensemble else None,
+                        band_high=BAND[1] if ensemble else None,
+                        max_member_spread=MAX_MEMBER_SPREAD if ensemble else None,
+                        inconclusive=ensemble and is_inconclusive(p, spec.member_spread, *BAND, MAX_MEMBER_SPREAD),
                     )
                 )
             if spec.with_frames:
@@ -97,6 +108,8 @@ def write_archive(path: Path, specs: list[SessionSpec], *, seed: int = 7) -> Non
                     rule=RULE_NAME,
                     model_version=combined.model_version,
                     verdict_ns=end + 10**9,
+                    member_spread=combined.member_spread,
+                    inconclusive=combined.inconclusive,
                 )
         archive.commit()
 
@@ -104,3 +117,7 @@ def write_archive(path: Path, specs: list[SessionSpec], *, seed: int = 7) -> Non
 FLAGGED = SessionSpec("a" * 32, "0123456789abcdef", "dev-01", tuple(0.55 + 0.3 * (i % 5) / 5 for i in range(20)))
 CLEAR = SessionSpec("b" * 32, "fedcba9876543210", "dev-02", tuple(0.05 + 0.2 * (i % 4) / 4 for i in range(16)))
 PENDING = SessionSpec("c" * 32, "00112233445566ff", "dev-01", (0.4,) * 4, with_verdict=False, with_frames=False)
+#: Near the threshold under the ensemble's rule: "inconclusive: repeat the capture" (probability >= threshold).
+INCONCLUSIVE = SessionSpec(
+    "e" * 32, "0a0b0c0d0e0f1011", "dev-02", tuple(0.5 + 0.06 * (i % 3) / 3 for i in range(12)), member_spread=0.3
+)

@@ -1,7 +1,8 @@
 """`thermoscreen report --patient`: a woman's history for the doctor, names only with the registry.
 
-Checked in real headless Chromium: the index lists sessions to refer for follow-up first, the
-history chart has one point per session with a verdict, the file names its patients in <meta>
+Checked in real headless Chromium: the index lists sessions to refer for follow-up first, then
+the inconclusive ones (repeat the capture), then the rest; the history chart has one point per
+session with a verdict (an inconclusive one an amber diamond), the file names its patients in <meta>
 for erasure, names appear only when the registry (and its key and a reason) was given, and that
 report is appended to the registry's audit log. The registry is a real one made by `thermoscreen
 patients enrol`.
@@ -21,9 +22,11 @@ import numpy as np
 import pytest
 
 from clinic.audit import default_audit_path, verify
-from cloud_bridge.report import PATIENT_META, VERDICT_CLEAR, VERDICT_FLAGGED, asymmetry
+from cloud_bridge.report import PATIENT_META, VERDICT_CLEAR, VERDICT_FLAGGED, VERDICT_INCONCLUSIVE, asymmetry
+from cloud_bridge.report_figures import CLEAR_COLOUR, FLAGGED_COLOUR, INCONCLUSIVE_COLOUR
 from cloud_bridge.report_html import PSEUDONYMS_ONLY
 from contract.ids import make_patient_ref
+from contract.messages import ScreeningResult
 from tests.report.archive_factory import SessionSpec, write_archive
 from tests.report.browser import find_chromium, load_page
 
@@ -39,12 +42,18 @@ SHOWN_NAME = f"{NAME} (clinic id {CLINIC_ID})"
 OTHER_REF = "fedcba9876543210"
 REFER = tuple(0.55 + 0.3 * (i % 5) / 5 for i in range(12))
 CLEAR = tuple(0.05 + 0.2 * (i % 4) / 4 for i in range(10))
+#: Near the threshold (inside the ensemble's inconclusive band), some frames on each side of it.
+UNSURE = tuple(0.47 + 0.08 * (i % 3) / 2 for i in range(9))
+SPREAD = 0.31
 
 #: The rendered page as the doctor sees it: index links, chart points (with their drawn size), metas.
 PROBE = """JSON.stringify({
   index: Array.from(document.querySelectorAll('nav.index tbody a')).map(a => a.getAttribute('href')),
   points: Array.from(document.querySelectorAll('figure.history svg g[id^="point-"]')).map(g => {
-    const box = g.getBBox(); return {id: g.id, width: box.width, height: box.height}; }),
+    const box = g.getBBox(); const mark = g.querySelector('use');
+    return {id: g.id, width: box.width, height: box.height, fill: getComputedStyle(mark).fill,
+            shape: document.querySelector(mark.getAttribute('xlink:href')).getAttribute('d')}; }),
+  outcomes: Array.from(document.querySelectorAll('nav.index tbody tr')).map(r => r.className),
   metas: Array.from(document.querySelectorAll('meta[name="thermoscreen-patient"]')).map(m => m.content),
   strip: Array.from(document.querySelectorAll('img.strip')).map(i => i.naturalWidth),
 })"""
@@ -100,10 +109,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
         SessionSpec("3" * 32, OTHER_REF, "dev-02", CLEAR),
         SessionSpec("4" * 32, ref, "dev-01", REFER),
         SessionSpec("5" * 32, ref, "dev-01", (0.4,) * 4, with_verdict=False, with_frames=False),
+        SessionSpec("6" * 32, ref, "dev-02", UNSURE, member_spread=SPREAD),
     ]
     archive = root / "archive.sqlite"
     write_archive(archive, specs)
     return Site(env, registry, archive, ref, specs)
+
+
+def _rgb(colour: str) -> str:
+    """A #rrggbb colour as the browser's computed style writes it."""
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({r}, {g}, {b})"
 
 
 def audit_lines(site: Site) -> list[dict[str, object]]:
@@ -122,7 +138,7 @@ def test_patient_history_renders_with_pseudonyms_only(site: Site, tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
         "report": str(out),
-        "sessions": ["5" * 32, "4" * 32, "2" * 32, "1" * 32],
+        "sessions": ["6" * 32, "5" * 32, "4" * 32, "2" * 32, "1" * 32],
         "patients": [site.ref],
         "names": [],
     }
@@ -131,15 +147,26 @@ def test_patient_history_renders_with_pseudonyms_only(site: Site, tmp_path: Path
 
     assert page.errors == []
     assert [u for u in page.requests if not u.startswith(("file:", "data:"))] == []
-    # Refer for follow-up first (newest first), then the rest by time: the pending one is newest.
-    assert page.probed["index"] == [f"#session-{c * 32}" for c in "4152"]
+    # Refer for follow-up first (newest first), then inconclusive (though the newest, and though its
+    # probability reached the threshold), then the rest by time: the pending one is newer than the clear one.
+    assert page.probed["index"] == [f"#session-{c * 32}" for c in "41652"]
+    assert page.probed["outcomes"] == ["flagged", "flagged", "inconclusive", "pending", "clear"]
     # One drawn point per session with a session verdict; the pending one is said to be missing.
     points = page.probed["points"]
-    assert [p["id"] for p in points] == [f"point-{c * 32}" for c in "124"]
+    assert [p["id"] for p in points] == [f"point-{c * 32}" for c in "1246"]
     assert all(p["width"] > 0 and p["height"] > 0 for p in points), points
+    fills = [p["fill"] for p in points]
+    assert fills == [_rgb(FLAGGED_COLOUR), _rgb(CLEAR_COLOUR), _rgb(FLAGGED_COLOUR), _rgb(INCONCLUSIVE_COLOUR)]
+    shapes = [p["shape"] for p in points]
+    assert shapes[0] == shapes[1] == shapes[2] != shapes[3]  # the inconclusive one is its own marker
+    # Inconclusive in the index, its section and her history table; its member spread shown.
+    assert page.text.count(VERDICT_INCONCLUSIVE) >= 3, page.text
+    assert f"Session verdict: {VERDICT_INCONCLUSIVE}" in page.text
+    assert f"Ensemble member spread (mean over frames)\t{SPREAD:.3f}" in page.text
+    assert "amber diamond: inconclusive, repeat the capture" in page.text
     assert "1 session(s) without a session verdict are not plotted" in page.text
     assert page.probed["metas"] == [site.ref]
-    assert len(page.probed["strip"]) == 1 and page.probed["strip"][0] > 600  # three mean frames side by side
+    assert len(page.probed["strip"]) == 1 and page.probed["strip"][0] > 600  # four mean frames side by side
     assert "screening aid, not a diagnosis" in page.text
     assert VERDICT_FLAGGED in page.text and VERDICT_CLEAR in page.text
     for word in ("healthy", "sick", "cancer"):
@@ -177,7 +204,7 @@ def test_names_only_with_the_registry_and_every_such_report_audited(site: Site, 
     line = after[-1]
     assert line["action"] == "report" and line["patient_ref"] == site.ref
     assert line["actor"] == "dr-osei" and line["reason"] == reason
-    assert line["detail"] == {"sessions": [f"{c * 32}" for c in "5421"], "report": str(out.resolve())}
+    assert line["detail"] == {"sessions": [f"{c * 32}" for c in "65421"], "report": str(out.resolve())}
     assert NAME not in site.audit.read_text()
     assert verify(site.audit) == len(after)
 
@@ -261,7 +288,7 @@ def test_asymmetry_is_measured_over_the_body_and_says_which_side() -> None:
 def test_history_chart_of_a_single_session_is_inline_svg_with_its_point() -> None:
     from cloud_bridge.report_figures import HistoryPoint, history_svg
 
-    svg = history_svg([HistoryPoint("a" * 32, 1_760_000_000 * 10**9, 0.7, 0.5, flagged=True)])
+    svg = history_svg([HistoryPoint("a" * 32, 1_760_000_000 * 10**9, 0.7, 0.5, ScreeningResult.REFER)])
     assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
     assert re.findall(r'<g id="(point-[0-9a-f]+)"', svg) == ["point-" + "a" * 32]
     assert "<?xml" not in svg and "DOCTYPE" not in svg  # inlined into the HTML page

@@ -10,16 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.archive import Archive
+from cloud_bridge.archive import Archive, SessionRecord
 from cloud_bridge.report import (
     DISCLAIMER,
     VERDICT_CLEAR,
     VERDICT_FLAGGED,
+    VERDICT_INCONCLUSIVE,
     VERDICT_PENDING,
+    SessionData,
     load_sessions,
+    outcome,
     render_html,
 )
-from tests.report.archive_factory import CLEAR, FLAGGED, MODEL, PENDING, write_archive
+from cloud_bridge.report_data import index_order
+from contract.messages import ScreeningResult
+from contract.wording import RESULT_LABEL
+from tests.report.archive_factory import CLEAR, FLAGGED, INCONCLUSIVE, MODEL, PENDING, write_archive
 from tests.report.browser import find_chromium, load_page
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -166,3 +172,56 @@ def test_report_is_private_even_under_a_loose_umask(archive_path: Path, tmp_path
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert stat.S_IMODE(out.parent.stat().st_mode) == 0o700
     assert sorted(p.name for p in out.parent.iterdir()) == ["one.html"]
+
+
+def _record(session_id: str, *, flagged: bool | None, inconclusive: bool | None, t: int) -> SessionRecord:
+    has_verdict = flagged is not None
+    return SessionRecord(
+        session_id=session_id, device_id="dev-01", patient_ref="0123456789abcdef", started_ns=t, ended_ns=t + 1,
+        frames_reported=4, end_reason="card", frames=4 if has_verdict else None,
+        probability=(0.6 if flagged else 0.2) if has_verdict else None, flagged=flagged,
+        threshold=0.5 if has_verdict else None, rule="mean-logit-v1" if has_verdict else None,
+        model_version=MODEL if has_verdict else None, verdict_ns=t + 2 if has_verdict else None,
+        member_spread=None, inconclusive=inconclusive,
+    )  # fmt: skip
+
+
+def test_inconclusive_is_its_own_outcome_and_old_rows_read_as_conclusive() -> None:
+    """Inconclusive overrides the side of the threshold; a row from before the rule (None) keeps
+    its refer / no finding; the index: refer, then inconclusive, then the rest, newest first."""
+    rows = {
+        "old-refer": _record("1" * 32, flagged=True, inconclusive=None, t=1),
+        "old-clear": _record("2" * 32, flagged=False, inconclusive=None, t=2),
+        "unsure-above": _record("3" * 32, flagged=True, inconclusive=True, t=3),
+        "unsure-below": _record("4" * 32, flagged=False, inconclusive=True, t=4),
+        "refer": _record("5" * 32, flagged=True, inconclusive=False, t=5),
+        "pending": _record("6" * 32, flagged=None, inconclusive=None, t=6),
+    }
+    wording = {name: outcome(row).wording for name, row in rows.items()}
+    assert wording == {
+        "old-refer": VERDICT_FLAGGED,
+        "old-clear": VERDICT_CLEAR,
+        "unsure-above": VERDICT_INCONCLUSIVE,
+        "unsure-below": VERDICT_INCONCLUSIVE,
+        "refer": VERDICT_FLAGGED,
+        "pending": VERDICT_PENDING,
+    }
+    assert VERDICT_INCONCLUSIVE == RESULT_LABEL[ScreeningResult.INCONCLUSIVE] == "inconclusive: repeat the capture"
+    sessions = [SessionData(row, [], None, 0) for row in rows.values()]
+    order = [d.session.session_id[0] for d in index_order(sessions)]
+    assert order == ["5", "1", "4", "3", "6", "2"]
+
+
+def test_inconclusive_session_section_shows_its_wording_and_member_spread(tmp_path: Path) -> None:
+    path = tmp_path / "archive.sqlite"
+    write_archive(path, [INCONCLUSIVE, CLEAR])
+    with Archive(path) as archive:
+        sessions = load_sessions(archive, [INCONCLUSIVE.session_id, CLEAR.session_id])
+    unsure, clear = sessions
+    assert unsure.session.inconclusive is True and unsure.session.flagged is True
+    assert clear.session.inconclusive is False and clear.session.member_spread is None
+    text = render_html(sessions, generated_ns=0, archive_name="a.sqlite")
+    assert f'<p class="verdict inconclusive">Session verdict: <strong>{VERDICT_INCONCLUSIVE}</strong>' in text
+    assert f"<th>Ensemble member spread (mean over frames)</th><td>{INCONCLUSIVE.member_spread:.3f}</td>" in text
+    assert text.count("Ensemble member spread") == 1  # the single-model session has none
+    assert f"<strong>{VERDICT_FLAGGED}</strong>" not in text  # though its probability reached the threshold
