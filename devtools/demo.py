@@ -211,7 +211,7 @@ def _summarise(
         f"  frames published   {traffic.frames_published:>6}   (distinct frames, counted at the broker)",
         f"  frame verdicts     {traffic.verdicts:>6}   ({traffic.flagged_verdicts} above the model threshold)",
         f"  session results    {traffic.session_verdicts:>6}   ({traffic.sessions_flagged} flagged for clinical "
-        "follow-up)",
+        f"follow-up, {traffic.sessions_inconclusive} inconclusive: repeat the capture)",
         f"  frames stored      {stored:>6}   (bridge archive {stack.archive_path})",
         first_line,
         f"  lost               {lost:>6}",

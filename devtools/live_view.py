@@ -18,11 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
 
+from contract.messages import ScreeningResult
+from contract.wording import RESULT_LABEL, result_of_verdict
 from devtools.traffic import NodeSnapshot, SessionResult, TrafficSnapshot
 
 SCREENING_AID = "A screening aid, not a diagnosis: a flagged session means refer for clinical follow-up."
-FLAGGED = "FLAGGED: refer for follow-up"
-CLEAR = "no finding at this screening"
+#: Each result as the view's session line ends (contract.wording's label), the ones that ask for
+#: action marked so they stand out in a scrolling terminal.
+RESULT_TEXT = {
+    ScreeningResult.REFER: f"FLAGGED: {RESULT_LABEL[ScreeningResult.REFER]}",
+    ScreeningResult.INCONCLUSIVE: f"REPEAT: {RESULT_LABEL[ScreeningResult.INCONCLUSIVE]}",
+    ScreeningResult.NO_FINDING: RESULT_LABEL[ScreeningResult.NO_FINDING],
+}
 RECENT_ROWS = 6
 
 
@@ -46,7 +53,7 @@ def _p(value: float | None) -> str:
 
 def _session_line(result: SessionResult) -> str:
     when = datetime.fromtimestamp(result.seen_ns / 1e9).strftime("%H:%M:%S")
-    verdict = FLAGGED if result.flagged else CLEAR
+    verdict = RESULT_TEXT[result_of_verdict(flagged=result.flagged, inconclusive=result.inconclusive)]
     return (
         f"  {when}  {result.device_id:<10} patient {result.patient_ref}  {result.frames:>3} frames  "
         f"p={result.probability:.2f} (threshold {result.threshold:.2f})  {verdict}"
@@ -80,7 +87,8 @@ def render_view(snap: TrafficSnapshot, ctx: ViewContext, *, elapsed_s: float, du
         f"frames {snap.frames_published} ({snap.frames_per_s:.1f}/s)   "
         f"verdicts {snap.verdicts} ({snap.verdicts_per_s:.1f}/s, {snap.flagged_verdicts} above threshold)   "
         f"dead letters {snap.deadletters}",
-        f"sessions: {snap.session_verdicts} with a result ({snap.sessions_flagged} flagged), "
+        f"sessions: {snap.session_verdicts} with a result ({snap.sessions_flagged} flagged, "
+        f"{snap.sessions_inconclusive} inconclusive), "
         f"{open_sessions} in progress, {snap.sessions_awaiting_verdict} awaiting a result",
         "",
         f"  {'DEVICE':<10} {'STATE':<8} {'SESSION':<18} {'FRAMES':>7} {'VERDICTS':>9} {'LAST P':>7} {'SPOOL':>6}",
@@ -107,7 +115,8 @@ def progress_line(snap: TrafficSnapshot, ctx: ViewContext, *, elapsed_s: float, 
     return (
         f"demo {elapsed_s:.0f}/{duration_s:.0f} s: devices online {snap.devices_online}/{ctx.expected_devices}, "
         f"frames {snap.frames_published} ({snap.frames_per_s:.1f}/s), verdicts {snap.verdicts}, "
-        f"sessions {snap.session_verdicts} ({snap.sessions_flagged} flagged), bridge queue {queue}, "
+        f"sessions {snap.session_verdicts} ({snap.sessions_flagged} flagged, {snap.sessions_inconclusive} "
+        f"inconclusive), bridge queue {queue}, "
         f"dead letters {snap.deadletters}"
     )
 

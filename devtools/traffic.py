@@ -119,6 +119,7 @@ class SessionResult:
     threshold: float
     model_version: str
     seen_ns: int
+    inconclusive: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,8 @@ class TrafficSnapshot:
     sessions_ended: int
     sessions_awaiting_verdict: int  # ended with frames, no session verdict yet
     session_verdicts: int
-    sessions_flagged: int
+    sessions_flagged: int  # to refer for follow-up: flagged and not inconclusive
+    sessions_inconclusive: int  # inconclusive: repeat the capture
     deadletters: int
     recent_sessions: tuple[SessionResult, ...]
     devices: tuple[DeviceSnapshot, ...]
@@ -300,6 +302,7 @@ class TrafficMonitor:
                     threshold=sv.threshold,
                     model_version=sv.model_version,
                     seen_ns=time.time_ns(),
+                    inconclusive=sv.inconclusive,
                 )
                 if sv.session_id not in self._session_verdicts:
                     self._recent.append(result)
@@ -374,7 +377,8 @@ class TrafficMonitor:
                 sessions_ended=len(self._session_frames),
                 sessions_awaiting_verdict=awaiting,
                 session_verdicts=len(self._session_verdicts),
-                sessions_flagged=sum(r.flagged for r in self._session_verdicts.values()),
+                sessions_flagged=sum(r.flagged and not r.inconclusive for r in self._session_verdicts.values()),
+                sessions_inconclusive=sum(r.inconclusive for r in self._session_verdicts.values()),
                 deadletters=len(self._deadletters),
                 recent_sessions=tuple(self._recent),
                 devices=devices,
