@@ -7,7 +7,9 @@ saw (the latest 24x32 thermal frame), always next to the screening-aid disclaime
 
 from __future__ import annotations
 
+from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as dashboard_builders
+from grafana_foundation_sdk.builders import stat as stat_builders
 from grafana_foundation_sdk.builders import timeseries as timeseries_builders
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import common
@@ -21,12 +23,12 @@ from dashboards.panels import (
     color_background,
     datasource_variable,
     disclaimer,
+    outcome_mappings,
     stat,
     tag_variable,
     thresholds,
     timeseries,
     transformation,
-    verdict_mappings,
 )
 
 UID = "thermoscreen-doctor"
@@ -66,41 +68,90 @@ def _ended_sessions(select: str) -> InfluxQL:
     )
 
 
+def _outcome_counts(select: str) -> InfluxQL:
+    """Counts by outcome over ended sessions, `both` = flagged and inconclusive.
+
+    Why the subquery and `fill(0)`: sessions stored before the inconclusive rule have no
+    `inconclusive` field, and InfluxQL has no COALESCE: `sum("both")` of a bucket holding only
+    such sessions is null, which would make the whole difference null (a referral then counted
+    nowhere). fill(0) turns that null into 0 before the arithmetic (checked on influxd 1.6 in
+    tests/dashboards/test_queries_on_influxql.py); the stat sums the buckets.
+    """
+    return InfluxQL(
+        "A",
+        f"""SELECT {select} FROM (SELECT "flagged" AS "flagged", "inconclusive" AS "inconclusive",
+        "flagged" * "inconclusive" AS "both"
+        FROM "session" WHERE "event" = 'end' AND {PATIENT_FILTER} AND $timeFilter)
+        WHERE $timeFilter GROUP BY time($__interval) fill(0)""",
+    )
+
+
+def _summed(panel: stat_builders.Panel) -> stat_builders.Panel:
+    return panel.reduce_options(common_builders.ReduceDataOptions().calcs(["sum"]).values(False))
+
+
 def _counts() -> list[cogbuilder.Builder[dash.Panel]]:
     return [
-        stat("Sessions completed", _ended_sessions('count("flagged")'), span=6),
-        stat(
-            "Refer for follow-up",
-            _ended_sessions('sum("flagged")'),
-            span=6,
-            description="Sessions whose combined probability reached the model threshold: refer for follow-up.",
+        stat("Sessions completed", _ended_sessions('count("flagged")'), span=5),
+        _summed(
+            stat(
+                "Refer for follow-up",
+                _outcome_counts('sum("flagged") - sum("both") AS "refer"'),
+                span=5,
+                description=(
+                    "Sessions whose combined probability reached the model threshold and that are not "
+                    "inconclusive: refer for follow-up."
+                ),
+            )
         ).thresholds(thresholds((None, "green"), (1, "red"))),
         stat(
-            "No finding",
-            _ended_sessions('count("flagged") - sum("flagged")'),
-            span=6,
+            "Inconclusive: repeat the capture",
+            _ended_sessions('sum("inconclusive")'),
+            span=5,
+            description=(
+                "Sessions the model could not decide (its members disagree or the probability lies near the "
+                "threshold), whichever side of the threshold: capture the session again. Neither a referral nor "
+                "a no finding."
+            ),
+        ).thresholds(thresholds((None, "green"), (1, "orange"))),
+        _summed(
+            stat(
+                "No finding",
+                _outcome_counts('count("flagged") - sum("flagged") - sum("inconclusive") + sum("both") AS "clear"'),
+                span=5,
+            )
         ),
         stat(
             "Frames analysed",
             InfluxQL("A", f'SELECT count("probability") FROM "verdict" WHERE {SESSION_FILTER} AND $timeFilter'),
-            span=6,
+            span=4,
         ),
     ]
 
 
 def _session_list() -> Table:
+    """One row per ended session; its outcome code (panels.OUTCOME_CODES) is computed per interval
+    bucket with fill(0) (a session from before the inconclusive rule has no such field; see
+    `_outcome_counts`), and the buckets without the session (`n` = 0) are dropped."""
     query = InfluxQL(
         "A",
-        f"""SELECT last("probability") AS "probability", last("flagged") AS "verdict",
+        f"""SELECT last("probability") AS "probability", last("outcome") AS "outcome",
         last("frames") AS "frames", last("threshold") AS "threshold"
+        FROM (SELECT last("probability") AS "probability", last("flagged") + 2 * last("inconclusive") AS "outcome",
+        last("frames") AS "frames", last("threshold") AS "threshold", count("flagged") AS "n"
         FROM "session" WHERE "event" = 'end' AND {PATIENT_FILTER} AND $timeFilter
+        GROUP BY time($__interval), "patient_ref", "device_id", "session_id" fill(0))
+        WHERE "n" > 0 AND $timeFilter
         GROUP BY "patient_ref", "device_id", "session_id"
         """,
     ).table()
     return (
         Table()
         .title("Sessions and verdicts")
-        .description("One row per completed session; the verdict combines all frames of the session.")
+        .description(
+            "One row per completed session; the outcome combines all frames of the session: refer for follow-up, "
+            "no finding, or inconclusive: repeat the capture (whichever side of the threshold its probability lies)."
+        )
         .datasource(DATASOURCE)
         .with_target(query)
         .height(9)
@@ -114,7 +165,7 @@ def _session_list() -> Table:
                         "Time": 0,
                         "patient_ref": 1,
                         "device_id": 2,
-                        "verdict": 3,
+                        "outcome": 3,
                         "probability": 4,
                         "threshold": 5,
                         "frames": 6,
@@ -124,7 +175,7 @@ def _session_list() -> Table:
                         "Time": "Ended",
                         "patient_ref": "Patient (pseudonym)",
                         "device_id": "Device",
-                        "verdict": "Verdict",
+                        "outcome": "Outcome",
                         "probability": "Session probability",
                         "threshold": "Threshold",
                         "frames": "Frames",
@@ -137,7 +188,7 @@ def _session_list() -> Table:
         .with_transformation(transformation("sortBy", {"sort": [{"field": "Ended", "desc": True}]}))
         .overrides(
             [
-                by_name("Verdict", ("mappings", verdict_mappings()), ("custom.cellOptions", color_background())),
+                by_name("Outcome", ("mappings", outcome_mappings()), ("custom.cellOptions", color_background())),
                 by_name("Session probability", ("decimals", 3)),
                 by_name("Threshold", ("decimals", 3)),
             ]

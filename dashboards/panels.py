@@ -1,7 +1,7 @@
 """Panel and variable building blocks shared by the doctor and fleet dashboards.
 
 Kept in one place so both dashboards word the screening-aid disclaimer, the verdict labels
-and the datasource the same way.
+(from contract.wording) and the datasource the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dash
 from grafana_foundation_sdk.models.text import TextMode
 
+from contract.messages import ScreeningResult
+from contract.wording import DISCLAIMER, RESULT_LABEL
 from dashboards.influxql import (
     DATASOURCE,
     DATASOURCE_VARIABLE,
@@ -27,15 +29,26 @@ from dashboards.influxql import (
     InfluxQL,
 )
 
+_LEAD, _REST = DISCLAIMER.split(". ", 1)
 DISCLAIMER_MARKDOWN = (
-    '**thermoscreen is a screening aid, not a diagnosis.** "Refer for follow-up" means refer for a '
-    'clinical breast examination and, where indicated, imaging; "no finding" does not rule anything out. '
-    "Results must be read by a clinician together with the patient's history. Pseudonyms only: names stay "
-    "in the clinic's registry."
+    f"**{_LEAD}.** {_REST} Results must be read by a clinician together with the patient's history. "
+    "Pseudonyms only: names stay in the clinic's registry."
 )
-#: The session outcomes in the words of contract.messages.ScreeningResult (as in the HTML report).
-VERDICT_FLAGGED = "refer for follow-up"
-VERDICT_CLEAR = "no finding"
+#: The session outcomes are worded by contract.wording (as on the device and in the HTML report).
+#: Grafana's colour of each result: inconclusive in amber, neither a referral nor a no finding.
+RESULT_COLOUR = {
+    ScreeningResult.REFER: "red",
+    ScreeningResult.NO_FINDING: "green",
+    ScreeningResult.INCONCLUSIVE: "orange",
+}
+#: A session's outcome as one number, `flagged + 2 * inconclusive` (the doctor dashboard's queries
+#: compute it): 0 no finding, 1 refer, 2 or 3 inconclusive, whichever side of the threshold.
+OUTCOME_CODES = {
+    0: ScreeningResult.NO_FINDING,
+    1: ScreeningResult.REFER,
+    2: ScreeningResult.INCONCLUSIVE,
+    3: ScreeningResult.INCONCLUSIVE,
+}
 
 #: Wildcard used by "All" in regex filters such as `"device_id" =~ /^$device$/`.
 ALL_REGEX = ".*"
@@ -77,12 +90,13 @@ def disclaimer(height: int = 3) -> text_builders.Panel:
     )
 
 
-def verdict_mappings() -> list[dash.ValueMapping]:
+def outcome_mappings() -> list[dash.ValueMapping]:
+    """The words and colour of each outcome code (OUTCOME_CODES)."""
     return [
         dash.ValueMap(
             options={
-                "1": dash.ValueMappingResult(text=VERDICT_FLAGGED, color="red", index=0),
-                "0": dash.ValueMappingResult(text=VERDICT_CLEAR, color="green", index=1),
+                str(code): dash.ValueMappingResult(text=RESULT_LABEL[result], color=RESULT_COLOUR[result], index=code)
+                for code, result in OUTCOME_CODES.items()
             }
         )
     ]

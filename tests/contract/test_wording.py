@@ -82,3 +82,16 @@ def test_live_view_lines_say_inconclusive() -> None:
         "FLAGGED: refer for follow-up",
     ]  # newest first
     assert "(1 flagged, 1 inconclusive)" in "\n".join(lines)
+
+
+def test_the_dashboards_map_outcomes_to_the_contract_s_labels() -> None:
+    from dashboards.panels import DISCLAIMER_MARKDOWN, OUTCOME_CODES, outcome_mappings
+
+    (mapping,) = outcome_mappings()
+    options = mapping.options
+    assert isinstance(options, dict)
+    texts = {code: result.text for code, result in options.items()}
+    assert texts == {str(code): RESULT_LABEL[result] for code, result in OUTCOME_CODES.items()}
+    assert set(OUTCOME_CODES.values()) == set(ScreeningResult)
+    for result in ScreeningResult:
+        assert RESULT_LABEL[result] in DISCLAIMER_MARKDOWN.lower()

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from contract.wording import RESULT_LABEL
 from dashboards.doctor import HISTORY_RANGE
 from dashboards.generate import DASHBOARDS, GENERATED_DIR, iter_panels, render
 from dashboards.influxql import DATASOURCE_VARIABLE, PROVISIONED_DATASOURCE_UID
-from dashboards.panels import DISCLAIMER_MARKDOWN
+from dashboards.panels import DISCLAIMER_MARKDOWN, OUTCOME_CODES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,15 +104,31 @@ def test_doctor_dashboard_has_what_a_clinician_needs() -> None:
     variables = {v["name"] for v in data["templating"]["list"]}
     assert {"patient", "device"} <= variables
     assert by_title["Screening aid, not a diagnosis"]["options"]["content"] == DISCLAIMER_MARKDOWN
-    assert {"Refer for follow-up", "No finding"} <= set(by_title)
+    assert {"Refer for follow-up", "No finding", "Inconclusive: repeat the capture"} <= set(by_title)
+    for title in ("Refer for follow-up", "No finding"):  # per-interval counts, summed (see doctor._outcome_counts)
+        assert by_title[title]["options"]["reduceOptions"]["calcs"] == ["sum"]
+        assert "fill(0)" in by_title[title]["targets"][0]["query"]
+    inconclusive = by_title["Inconclusive: repeat the capture"]
+    assert 'sum("inconclusive")' in inconclusive["targets"][0]["query"]
+    assert [s["color"] for s in inconclusive["fieldConfig"]["defaults"]["thresholds"]["steps"]] == ["green", "orange"]
 
     sessions = by_title["Sessions and verdicts"]
     assert "\"event\" = 'end'" in sessions["targets"][0]["query"]
-    mapping = sessions["fieldConfig"]["overrides"][0]["properties"][0]["value"][0]["options"]
-    # The words of contract.messages.ScreeningResult, as in the HTML report: never healthy/sick.
-    assert mapping["1"]["text"] == "refer for follow-up"
-    assert mapping["0"]["text"] == "no finding"
+    override = sessions["fieldConfig"]["overrides"][0]
+    assert override["matcher"]["options"] == "Outcome"
+    mapping = override["properties"][0]["value"][0]["options"]
+    # The words of contract.wording, as on the device and in the HTML report: never healthy/sick.
+    assert {code: (m["text"], m["color"]) for code, m in mapping.items()} == {
+        "0": ("no finding", "green"),
+        "1": ("refer for follow-up", "red"),
+        "2": ("inconclusive: repeat the capture", "orange"),
+        "3": ("inconclusive: repeat the capture", "orange"),
+    }
+    assert {int(c): m["text"] for c, m in mapping.items()} == {c: RESULT_LABEL[r] for c, r in OUTCOME_CODES.items()}
     assert "screening aid, not a diagnosis" in DISCLAIMER_MARKDOWN
+    assert "inconclusive: repeat the capture" in DISCLAIMER_MARKDOWN
+    columns = " ".join(t["query"] for t in sessions["targets"])
+    assert "patient_ref" in columns and "name" not in columns.lower()  # pseudonyms only
 
     history = by_title["Patient history: session probability over time"]
     query = history["targets"][0]["query"]

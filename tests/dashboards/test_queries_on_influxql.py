@@ -31,11 +31,13 @@ from contract.messages import (
     NodeStatus,
     RfidEvent,
     RfidEventKind,
+    ScreeningResult,
     SessionVerdict,
     Verdict,
 )
 from contract.sensor import block_average
-from dashboards.generate import GENERATED_DIR, iter_queries
+from dashboards.generate import GENERATED_DIR, iter_panels, iter_queries
+from dashboards.panels import OUTCOME_CODES
 from devtools.local_influxd import InfluxdStartError, LocalInfluxd, find_influxd
 from sensor_node.synthetic_scene import synthetic_thermograms
 
@@ -45,6 +47,10 @@ PATIENT = "0123456789abcdef"
 SESSION = "5e55" * 8
 #: An earlier screening of the same patient (no finding): her history has two points.
 EARLIER_SESSION = "ea71" * 8
+#: Inconclusive (near the threshold, on its flagged side): neither a referral nor a no finding.
+UNSURE_SESSION = "c0de" * 8
+#: Stored by a bridge from before the inconclusive rule (no `inconclusive` field): still a referral.
+OLD_SESSION = "01d0" * 8
 THRESHOLD = 0.5
 
 
@@ -149,7 +155,11 @@ def _scenario_lines(now_ns: int) -> list[str]:
         ts_ns=end + 10**9,
     )
     lines.append(line_protocol.session_outcome_line(SessionOutcome(verdict=verdict, started_ns=start, ended_ns=end)))
-    lines += _earlier_session_lines(start - 30 * 60 * 10**9)
+    lines += _earlier_session_lines(start - 30 * 60 * 10**9, EARLIER_SESSION, probability=0.21)
+    lines += _earlier_session_lines(start - 15 * 60 * 10**9, UNSURE_SESSION, probability=0.52, inconclusive=True)
+    old = _earlier_session_lines(start - 45 * 60 * 10**9, OLD_SESSION, probability=0.7)
+    assert ",inconclusive=0.0 " in old[-1]
+    lines += [*old[:-1], old[-1].replace(",inconclusive=0.0 ", " ")]
     lines.append(
         line_protocol.device_status_line(
             DeviceStatus(state=DeviceState.ONLINE, ts_ns=start - 10**9, spool_depth=0, spool_dropped_frames=0),
@@ -188,18 +198,19 @@ def _scenario_lines(now_ns: int) -> list[str]:
     return lines
 
 
-def _earlier_session_lines(start: int) -> list[str]:
-    """A session of the same patient half an hour before, as the bridge stores it: start, end, verdict."""
+def _earlier_session_lines(start: int, session_id: str, *, probability: float, inconclusive: bool = False) -> list[str]:
+    """A session of the same patient before, as the bridge stores it: start, end, verdict."""
     end = start + 10 * 10**9
     events = [
-        RfidEvent(event=RfidEventKind.SESSION_START, device_id=DEVICE, session_id=EARLIER_SESSION,
+        RfidEvent(event=RfidEventKind.SESSION_START, device_id=DEVICE, session_id=session_id,
                   patient_ref=PATIENT, ts_ns=start, seq=10),
-        RfidEvent(event=RfidEventKind.SESSION_END, device_id=DEVICE, session_id=EARLIER_SESSION,
+        RfidEvent(event=RfidEventKind.SESSION_END, device_id=DEVICE, session_id=session_id,
                   patient_ref=PATIENT, ts_ns=end, seq=11, frame_count=16),
     ]  # fmt: skip
     verdict = SessionVerdict(
-        device_id=DEVICE, session_id=EARLIER_SESSION, patient_ref=PATIENT, frames=16, probability=0.21,
-        flagged=False, threshold=THRESHOLD, rule="mean-logit-v1", model_version="test-1", ts_ns=end + 10**9,
+        device_id=DEVICE, session_id=session_id, patient_ref=PATIENT, frames=16, probability=probability,
+        flagged=probability >= THRESHOLD, threshold=THRESHOLD, rule="mean-logit-v1", model_version="test-1",
+        ts_ns=end + 10**9, inconclusive=inconclusive, member_spread=0.4 if inconclusive else None,
     )  # fmt: skip
     outcome = SessionOutcome(verdict=verdict, started_ns=start, ended_ns=end)
     return [*(line_protocol.rfid_line(e) for e in events), line_protocol.session_outcome_line(outcome)]
@@ -232,6 +243,12 @@ def test_every_query_runs_and_returns_data(influx: Influx, name: str, variables:
     assert empty == [], f"queries without data: {empty}"
 
 
+def _summed(result: dict[str, Any]) -> float:
+    """What a stat panel with the `sum` reducer shows (`lastNotNull` of a single value is the same)."""
+    (series,) = result["series"]
+    return float(sum(v[1] for v in series["values"] if v[1] is not None))
+
+
 def test_doctor_panels_show_the_session(influx: Influx) -> None:
     data = json.loads((GENERATED_DIR / "doctor.json").read_text())
     queries = {where: q for where, q in iter_queries(data)}
@@ -243,14 +260,37 @@ def test_doctor_panels_show_the_session(influx: Influx) -> None:
 
     sessions = influx.query(grafana_expand(queries["panel 'Sessions and verdicts' target A"], SELECTED))
     by_session = {s["tags"]["session_id"]: s for s in sessions["series"]}
-    assert sorted(by_session) == sorted([SESSION, EARLIER_SESSION])  # every session of the selected patient
+    # Every session of the selected patient, one row each.
+    assert sorted(by_session) == sorted([SESSION, EARLIER_SESSION, UNSURE_SESSION, OLD_SESSION])
+    assert all(len(s["values"]) == 1 for s in by_session.values())
+    rows = {sid: dict(zip(s["columns"], s["values"][0], strict=True)) for sid, s in by_session.items()}
     series = by_session[SESSION]
-    row = dict(zip(series["columns"], series["values"][0], strict=True))
     assert series["tags"] == {"patient_ref": PATIENT, "device_id": DEVICE, "session_id": SESSION}
-    assert row["verdict"] == 1.0 and row["frames"] == 16.0 and row["probability"] == pytest.approx(0.58)
+    row = rows[SESSION]
+    assert row["frames"] == 16.0 and row["probability"] == pytest.approx(0.58)
+    # The outcome code as the table's value mapping words it (the old row reads as conclusive).
+    outcomes = {sid: OUTCOME_CODES[int(r["outcome"])] for sid, r in rows.items()}
+    assert outcomes == {
+        SESSION: ScreeningResult.REFER,
+        EARLIER_SESSION: ScreeningResult.NO_FINDING,
+        UNSURE_SESSION: ScreeningResult.INCONCLUSIVE,
+        OLD_SESSION: ScreeningResult.REFER,
+    }
+    table = next(p for p in iter_panels(data) if p["title"] == "Sessions and verdicts")
+    mapping = table["fieldConfig"]["overrides"][0]["properties"][0]["value"][0]["options"]
+    assert mapping[str(int(rows[UNSURE_SESSION]["outcome"]))]["text"] == "inconclusive: repeat the capture"
 
-    flagged = influx.query(grafana_expand(queries["panel 'Refer for follow-up' target A"], ALL))
-    assert flagged["series"][0]["values"][0][1] == 1.0
+    counts = {
+        title: _summed(influx.query(grafana_expand(queries[f"panel '{title}' target A"], ALL)))
+        for title in ("Sessions completed", "Refer for follow-up", "Inconclusive: repeat the capture", "No finding")
+    }
+    # The inconclusive session reached the threshold but is no referral; the old one still is.
+    assert counts == {
+        "Sessions completed": 4,
+        "Refer for follow-up": 2,
+        "Inconclusive: repeat the capture": 1,
+        "No finding": 1,
+    }
 
     devices = influx.query(grafana_expand(queries["variable 'patient'"], ALL))
     assert devices["series"][0]["values"] == [["patient_ref", PATIENT]]
@@ -264,7 +304,7 @@ def test_patient_history_has_one_point_per_session(influx: Influx) -> None:
         result = influx.query(grafana_expand(queries[f"{panel} target A"], variables))
         (series,) = result["series"]
         assert series["tags"] == {"patient_ref": PATIENT}
-        assert [round(v[1], 2) for v in series["values"]] == [0.21, 0.58]  # oldest first: the trend
+        assert [round(v[1], 2) for v in series["values"]] == [0.7, 0.21, 0.52, 0.58]  # oldest first: the trend
     other = influx.query(grafana_expand(queries[f"{panel} target A"], {**SELECTED, "patient": "f" * 16}))
     assert not other.get("series")
     threshold = influx.query(grafana_expand(queries[f"{panel} target B"], SELECTED))
