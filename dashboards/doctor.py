@@ -15,9 +15,12 @@ from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dash
 
+from contract.messages import ScreeningResult
 from contract.timeseries import PIXEL_COLS
+from contract.wording import RESULT_LABEL
 from dashboards.influxql import DATASOURCE, InfluxQL
 from dashboards.panels import (
+    RESULT_COLOUR,
     Table,
     by_name,
     color_background,
@@ -43,6 +46,8 @@ HISTORY_RANGE = f"{HISTORY_YEARS}y"
 #: Colour range of the thermal heatmap, C: skin is about 30..36 C, a room about 20..25 C.
 HEATMAP_MIN_C = 24.0
 HEATMAP_MAX_C = 36.0
+#: The history chart's series of inconclusive sessions (its own colour, on top of the probability line).
+INCONCLUSIVE_SERIES = RESULT_LABEL[ScreeningResult.INCONCLUSIVE]
 
 
 def _variables() -> list[dashboard_builders.QueryVariable | dashboard_builders.DatasourceVariable]:
@@ -208,17 +213,22 @@ def _patient_history() -> timeseries_builders.Panel:
         f"""SELECT max("threshold") AS "threshold" FROM "session" WHERE {ended}
         GROUP BY time($__interval) fill(previous)""",
     ).alias("threshold")
+    inconclusive = InfluxQL("C", f'SELECT "probability" FROM "session" WHERE {ended} AND "inconclusive" = 1').alias(
+        INCONCLUSIVE_SERIES
+    )
     return (
         timeseries(
             "Patient history: session probability over time",
             sessions,
             threshold,
+            inconclusive,
             span=24,
             unit="percentunit",
             description=(
                 "Choose one patient (pseudonym) above. One point per completed session over the last "
                 f"{HISTORY_YEARS} years, whatever the dashboard's time range; at or above the dashed threshold: "
-                "refer for follow-up. Pseudonyms only: names stay in the clinic's registry. A screening aid, not a "
+                "refer for follow-up, unless the session is inconclusive (large amber point: repeat the capture). "
+                "Pseudonyms only: names stay in the clinic's registry. A screening aid, not a "
                 "diagnosis."
             ),
         )
@@ -228,7 +238,18 @@ def _patient_history() -> timeseries_builders.Panel:
         .draw_style(common.GraphDrawStyle.LINE)
         .show_points(common.VisibilityMode.ALWAYS)
         .point_size(7)
-        .overrides([_threshold_style()])
+        .overrides([_threshold_style(), _inconclusive_style()])
+    )
+
+
+def _inconclusive_style() -> dashboard_builders.DashboardFieldConfigSourceOverrides:
+    """Inconclusive sessions as amber points on top of the patient's line, without a line."""
+    return by_name(
+        INCONCLUSIVE_SERIES,
+        ("color", {"mode": "fixed", "fixedColor": RESULT_COLOUR[ScreeningResult.INCONCLUSIVE]}),
+        ("custom.drawStyle", "points"),
+        ("custom.pointSize", 12),
+        ("custom.fillOpacity", 0),
     )
 
 

@@ -138,6 +138,14 @@ def test_doctor_dashboard_has_what_a_clinician_needs() -> None:
     assert 'max("threshold")' in history["targets"][1]["query"]
     assert history["timeFrom"] == HISTORY_RANGE  # years of screenings, not the dashboard's 7 days
     assert history["fieldConfig"]["defaults"]["custom"]["showPoints"] == "always"
+    unsure = history["targets"][2]
+    assert unsure["alias"] == "inconclusive: repeat the capture" and '"inconclusive" = 1' in unsure["query"]
+    styles = {
+        o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+        for o in history["fieldConfig"]["overrides"]
+    }
+    assert styles[unsure["alias"]]["color"] == {"mode": "fixed", "fixedColor": "orange"}
+    assert styles[unsure["alias"]]["custom.drawStyle"] == "points"
     assert "screening aid, not a diagnosis" in history["description"]
 
     probability = by_title["Probability per frame"]

@@ -305,6 +305,8 @@ def test_patient_history_has_one_point_per_session(influx: Influx) -> None:
         (series,) = result["series"]
         assert series["tags"] == {"patient_ref": PATIENT}
         assert [round(v[1], 2) for v in series["values"]] == [0.7, 0.21, 0.52, 0.58]  # oldest first: the trend
+        unsure = influx.query(grafana_expand(queries[f"{panel} target C"], variables))
+        assert [round(v[1], 2) for v in unsure["series"][0]["values"]] == [0.52]  # its own amber points
     other = influx.query(grafana_expand(queries[f"{panel} target A"], {**SELECTED, "patient": "f" * 16}))
     assert not other.get("series")
     threshold = influx.query(grafana_expand(queries[f"{panel} target B"], SELECTED))
