@@ -34,7 +34,8 @@ class NameSource(Protocol):
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Write a self-contained HTML report of screening sessions from the bridge's local archive: "
-        "an index (sessions to refer for follow-up first), a patient's history over time (--patient), "
+        "an index (sessions to refer for follow-up first, then inconclusive: repeat the capture), a patient's "
+        "history over time (--patient), "
         "and per session the mean thermal frame, probability over time, session verdict and model version. "
         "A screening aid, not a diagnosis."
     )
