@@ -161,7 +161,7 @@ def _index_html(sessions: Sequence[SessionData], names: Mapping[str, str]) -> st
         )
     return f"""
 <nav class="index" aria-label="Sessions">
-  <h2>Index: sessions to refer for follow-up first, then inconclusive (repeat the capture), then no finding</h2>
+  <h2>Index: sessions to refer for follow-up first, then inconclusive (repeat the capture), then the rest</h2>
   <table class="index">
     <thead><tr><th>Outcome</th><th>Time (UTC)</th><th>Patient</th><th>Device</th><th>Session probability</th>
     <th>Session</th></tr></thead>
