@@ -12,6 +12,7 @@ import numpy.typing as npt
 import pytest
 
 from tests.training.conftest import TrainedThermal
+from tests.training.litert_reference import REFERENCE_ATOL, reference_probabilities
 
 REQUIRED_KEYS = {
     "auc",
@@ -65,7 +66,13 @@ def test_evaluate_prints_one_json_object_without_tensorflow(
     data = load_thermograms(synthetic_npz)
     readings = device_frames(data.frames_c, result["seed"])
     p = {v: ModelRunner.load(trained_thermal.model_dir, variant=v).predict_celsius(readings) for v in manifest.files}
-    verdicts = {v: scores >= manifest.threshold for v, scores in p.items()}
+    # The int8 figures must not come only from the runner under test: score both files independently too.
+    reference = {v: reference_probabilities(trained_thermal.model_dir, v, readings) for v in manifest.files}
+    for variant, scores in p.items():
+        assert np.allclose(scores, reference[variant], rtol=0.0, atol=REFERENCE_ATOL), variant
+    int8_diff = float(np.max(np.abs(reference["float32"] - reference["int8"])))
+    assert result["int8_max_abs_diff"] == round(int8_diff, 4)
+    verdicts = {v: scores >= manifest.threshold for v, scores in reference.items()}
     agreement = float(np.mean(verdicts["float32"] == verdicts["int8"]))
     assert result["int8_agreement"] == round(agreement, 4)
     assert result["auc"] == round(pairwise_auc(data.labels, p[manifest.default_variant]), 4)

@@ -18,6 +18,7 @@ from contract.model.manifest import load_manifest
 from contract.model.model_runner import ModelRunner
 from contract.model.shipped import shipped_model_dir
 from sensor_node.synthetic_scene import synthetic_thermograms
+from tests.training.litert_reference import REFERENCE_ATOL, reference_probabilities
 from training.thermal_data import FloatArray, device_frames, load_thermograms
 from training.thermal_pipeline import AGREEMENT_READINGS
 
@@ -60,6 +61,9 @@ def test_int8_agrees_with_float_on_synthetic_emulated_frames() -> None:
     frames_c = arrays["temperature_centi_c"].astype(np.float32) / 100.0
     readings = np.concatenate([device_frames(frames_c, 11 + k) for k in range(4)])
     p_float, p_int8 = both_variants(readings)
+    # The node's runner, against both files scored without it (its quantisation is what is checked here).
+    assert np.allclose(p_int8, reference_probabilities(SHIPPED, "int8", readings), rtol=0.0, atol=REFERENCE_ATOL)
+    assert np.allclose(p_float, reference_probabilities(SHIPPED, "float32", readings), rtol=0.0, atol=REFERENCE_ATOL)
     assert verdict_agreement(p_float, p_int8, manifest.threshold) >= MIN_AGREEMENT
     # Synthetic scenes are not DMR-IR patients: the shipped threshold may flag them all, which would make
     # agreement there trivial. At the threshold that splits these readings in half both verdicts occur.

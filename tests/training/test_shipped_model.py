@@ -11,6 +11,7 @@ from contract.model.manifest import load_manifest
 from contract.model.preprocessing import preprocess
 from contract.model.shipped import shipped_model_dir
 from sensor_node.synthetic_scene import synthetic_thermograms
+from tests.training.test_int8_agreement import MAX_ABS_DIFF, MIN_AGREEMENT
 from training.litert_runner import TfliteModel
 from training.thermal_data import device_frames
 
@@ -131,4 +132,7 @@ def test_evaluate_on_the_real_thermograms(dmr_ir_path: Path) -> None:
     result = evaluate_thermal_model(SHIPPED, dmr_ir_path)
     _evaluate_keys(result)
     assert result["n"] == 129 and result["session_frames"] == 16
-    assert isinstance(result["int8_agreement"], float) and result["int8_agreement"] >= 0.99
+    assert isinstance(result["int8_agreement"], float) and result["int8_agreement"] >= MIN_AGREEMENT
+    # Verdict agreement alone is blunt on 129 frames (0.992 with the int8 input scaled by 1.15);
+    # the probability gap is not (0.0069 as shipped, 0.072 with that break).
+    assert result["int8_max_abs_diff"] <= MAX_ABS_DIFF
