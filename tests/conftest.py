@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from devtools.local_firestore import FirestoreEmulatorError, LocalFirestoreEmulator
 from devtools.local_mosquitto import LocalMosquitto
+from devtools.local_tsdb import LocalVictoriaMetrics, TsdbStartError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "dmr_ir" / "dmr_ir.npz"
@@ -48,3 +51,46 @@ def dmr_ir_path() -> Path:
             " (tests use synthetic data elsewhere)"
         )
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalVictoriaMetrics]:
+    """One VictoriaMetrics for the whole run; tests keep apart by their own device ids and patient refs."""
+    tsdb = LocalVictoriaMetrics(tmp_path_factory.mktemp("victoria") / "data")
+    try:
+        tsdb.start()
+    except TsdbStartError as exc:
+        pytest.fail(f"VictoriaMetrics is required for the bridge and erasure tests: {exc}")
+    try:
+        yield tsdb
+    finally:
+        tsdb.stop()
+
+
+@pytest.fixture
+def running_victoria(victoria: LocalVictoriaMetrics) -> LocalVictoriaMetrics:
+    """The shared VictoriaMetrics, restarted if an earlier test left it stopped."""
+    if not victoria.running:
+        victoria.start()
+    return victoria
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFirestoreEmulator]:
+    """The Firestore emulator (gcloud + Java): slow to start, so one per run; skipped with the reason where missing."""
+    emulator = LocalFirestoreEmulator(tmp_path_factory.mktemp("firestore"))
+    try:
+        emulator.start()
+    except FirestoreEmulatorError as exc:
+        pytest.skip(f"Firestore emulator unavailable here: {exc}")
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def emulator_project(firestore_emulator: LocalFirestoreEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    """FIRESTORE_EMULATOR_HOST set (children inherit it) and a project id of this test's own."""
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", firestore_emulator.host)
+    return f"demo-{uuid.uuid4().hex[:12]}"
