@@ -62,7 +62,7 @@ class E2eOptions:
         if self.duration_s <= 0:
             raise ValueError(f"--duration must be positive, got {self.duration_s}")
         if self.generators is not None and not 1 <= self.generators <= min(32, self.devices):
-            raise ValueError(f"--generators must be 1..min(32, devices), got {self.generators}")
+            raise ValueError(f"--load-procs must be 1..min(32, devices), got {self.generators}")
         if self.warmup_s < 0:
             raise ValueError(f"--warmup must not be negative, got {self.warmup_s}")
 
@@ -204,7 +204,8 @@ def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, An
             progress(f"measuring for {options.duration_s:g} s")
             time.sleep(options.duration_s)  # the measurement window: a duration, not a synchronisation
             window_end = time.time_ns()
-            cpu = _sum_generators(meter.stop())
+            cpu_by_process = meter.stop()
+            cpu = _sum_generators(cpu_by_process)
             cpu_s = dict(meter.seconds)
             stack.check_alive()
             progress("stopping the load; waiting for the last verdicts")
@@ -250,6 +251,7 @@ def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, An
         "unacked": result["unacked"],
         "skipped_ticks": result["skipped_ticks"],
         "load_generators": n_gen,
+        "load_generator_cpu_by_process": [cpu_by_process.get(f"load_generator-{k + 1}") for k in range(n_gen)],
         "window_s": round(window_s, 2),
         "cores": cores(),
         "load_avg": load_avg,
