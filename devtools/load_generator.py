@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import functools
 import json
 import os
 import secrets
@@ -48,6 +49,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,7 @@ from contract.ids import INCARNATION_BYTES, new_incarnation, new_session_id, val
 from contract.messages import RfidEvent, RfidEventKind, SessionEndReason, encode_message
 from contract.sensor import CENTI_PER_C, MAX_OBJECT_C, MIN_OBJECT_C, MLX_SHAPE
 from contract.topics import frame_topic, rfid_topic, verdict_topic
+from devtools.load_loop import DeviceLoop, LoopConnection
 from transport.connection import Message, MqttConnection, MqttSettings, PublishReceipt
 
 #: Distinct synthetic images cycled through (encoding is per frame; the pixels are reused).
@@ -174,14 +177,24 @@ class _Verdicts:
 class SimulatedDevice:
     """One device: its own account and connection, a session, paced frames, its verdicts."""
 
-    def __init__(self, account: DeviceAccount, settings: MqttSettings, images: list[npt.NDArray[np.int16]]) -> None:
+    def __init__(
+        self,
+        account: DeviceAccount,
+        settings: MqttSettings,
+        images: list[npt.NDArray[np.int16]],
+        loop: DeviceLoop | None = None,
+    ) -> None:
         self.device_id = account.device_id
         #: New per simulated device and run: a rerun starts seq at 0 again, like a re-imaged device.
         self.incarnation = new_incarnation()
-        self.connection = MqttConnection(
-            settings.model_copy(update={"username": account.device_id, "client_id": account.device_id}),
-            password=account.password,
+        device_settings = settings.model_copy(update={"username": account.device_id, "client_id": account.device_id})
+        #: With a loop, paho is driven by its one thread (see devtools.load_loop); without, by its own.
+        self.connection: MqttConnection = (
+            LoopConnection(device_settings, password=account.password, loop=loop)
+            if loop is not None
+            else MqttConnection(device_settings, password=account.password)
         )
+        self._loop = loop
         self.session_id = new_session_id()
         self.patient_ref = secrets.token_hex(8)
         self._templates = FrameTemplates(
@@ -220,7 +233,14 @@ class SimulatedDevice:
         self.connection.start(wait=True)
         if not receipt.wait(timeout) or not receipt.granted:
             raise ConnectionError(f"{self.device_id}: subscription to its verdicts refused: {receipt.reason_codes}")
-        self._publish_event(RfidEventKind.SESSION_START, 0)
+        self.on_network(lambda: self._publish_event(RfidEventKind.SESSION_START, 0))
+
+    def on_network(self, fn: Callable[[], None]) -> None:
+        """Run `fn` where this device's paho client may be used: the loop's thread, or here."""
+        if self._loop is not None:
+            self._loop.run(fn)
+        else:
+            fn()
 
     def _publish_event(self, kind: RfidEventKind, seq: int) -> None:
         event = RfidEvent(
@@ -351,11 +371,15 @@ def bad_payloads(device: SimulatedDevice, index: int) -> list[tuple[str, bytes]]
 class LoadGenerator:
     """D simulated devices, paced by one thread at `rate` frames/s per device."""
 
-    def __init__(self, accounts: list[DeviceAccount], settings: MqttSettings, rate: float) -> None:
+    def __init__(
+        self, accounts: list[DeviceAccount], settings: MqttSettings, rate: float, *, single_loop: bool = False
+    ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         images = image_pool()
-        self.devices = [SimulatedDevice(a, settings, images) for a in accounts]
+        #: `single_loop`: every connection and the pacer in one thread (devtools.load_loop).
+        self._loop = DeviceLoop().start() if single_loop else None
+        self.devices = [SimulatedDevice(a, settings, images, self._loop) for a in accounts]
         self.rate = rate
         self.skipped = 0
         self.started_ns = 0
@@ -363,6 +387,9 @@ class LoadGenerator:
         self._stop = threading.Event()
         self._inject: deque[tuple[SimulatedDevice, str, bytes]] = deque()
         self._thread = threading.Thread(target=self._pace, name="load-publisher", daemon=True)
+        self._period = 1.0 / (rate * max(1, len(self.devices)))
+        self._t0 = 0.0
+        self._tick = 0
 
     def connect(self, timeout: float = 30.0) -> None:
         errors: list[str] = []
@@ -383,28 +410,34 @@ class LoadGenerator:
 
     def start(self) -> None:
         self.started_ns = time.time_ns()
-        self._thread.start()
+        self._t0 = time.monotonic()
+        if self._loop is not None:
+            self._loop.on_tick = lambda: max(self._pace_step(), PACE_QUANTUM_S)
+        else:
+            self._thread.start()
 
     def _pace(self) -> None:
-        """Deadline schedule: tick k is due at t0 + k * period; each wake-up sends every due tick."""
-        devices = self.devices
-        period = 1.0 / (self.rate * len(devices))
-        t0 = time.monotonic()
-        tick = 0
+        """The pacer's own thread (without a single loop)."""
         while not self._stop.is_set():
-            now = time.monotonic()
-            due = t0 + tick * period
-            if due > now:
-                time.sleep(max(due - now, PACE_QUANTUM_S))  # pacing the load, not synchronisation
-                continue
-            if now - due > MAX_LAG_S:
-                behind = int((now - due) / period)
-                self.skipped += behind
-                tick += behind
-            last_due = int((now - t0) / period)
-            while tick <= last_due and not self._stop.is_set():
-                self._send_tick(devices[tick % len(devices)], tick)
-                tick += 1
+            wait = self._pace_step()
+            time.sleep(max(wait, PACE_QUANTUM_S))  # pacing the load, not synchronisation
+
+    def _pace_step(self) -> float:
+        """Deadline schedule: tick k is due at t0 + k * period; send every due tick, return s to the next."""
+        devices, period = self.devices, self._period
+        now = time.monotonic()
+        due = self._t0 + self._tick * period
+        if due > now:
+            return due - now
+        if now - due > MAX_LAG_S:
+            behind = int((now - due) / period)
+            self.skipped += behind
+            self._tick += behind
+        last_due = int((now - self._t0) / period)
+        while self._tick <= last_due and not self._stop.is_set():
+            self._send_tick(devices[self._tick % len(devices)], self._tick)
+            self._tick += 1
+        return self._t0 + self._tick * period - time.monotonic()
 
     def _send_tick(self, device: SimulatedDevice, tick: int) -> None:
         device.publish_frame()
@@ -468,13 +501,16 @@ class LoadGenerator:
         backlog that is still draining is waited for, up to `MAX_DRAIN_S`).
         """
         self._stop.set()
-        self._thread.join()
+        if self._loop is not None:
+            self._loop.run(self._stop_pacing)
+        elif self._thread.is_alive():
+            self._thread.join()
         self.stopped_ns = time.time_ns()
         while self._inject:  # anything not yet sent goes out now
             device, topic, payload = self._inject.popleft()
-            device.publish_raw(topic, payload)
+            device.on_network(functools.partial(device.publish_raw, topic, payload))
         for d in self.devices:
-            d.end_session()
+            d.on_network(d.end_session)
         hard_deadline = time.monotonic() + MAX_DRAIN_S
         last_progress, last_state = time.monotonic(), (-1, -1)
         while time.monotonic() < hard_deadline:
@@ -490,7 +526,13 @@ class LoadGenerator:
         result = self._result(window)
         for d in self.devices:
             d.connection.stop()
+        if self._loop is not None:
+            self._loop.close()
         return result
+
+    def _stop_pacing(self) -> None:
+        assert self._loop is not None
+        self._loop.on_tick = None
 
     def _result(self, window: tuple[int, int] | None) -> dict[str, Any]:
         offered = acked = unacked = rejected = verdicts = duplicates = malformed = 0
@@ -559,9 +601,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="broker URL (mqtts://...)")
     parser.add_argument("--ca", type=Path, help="CA certificate for TLS")
     parser.add_argument("--rate", type=float, required=True, help="frames/s per device")
+    parser.add_argument(
+        "--single-loop",
+        action="store_true",
+        help="drive every connection and the pacer from one thread (healthy broker only: see devtools.load_loop)",
+    )
     args = parser.parse_args(argv)
     settings = MqttSettings(url=args.url, ca_file=args.ca, qos=1, connect_timeout_s=30.0)
-    generator = LoadGenerator(read_accounts(args.accounts), settings, args.rate)
+    generator = LoadGenerator(read_accounts(args.accounts), settings, args.rate, single_loop=args.single_loop)
     generator.connect()
     generator.start()
     _emit({"event": "ready", "devices": len(generator.devices), "t_ns": generator.started_ns})

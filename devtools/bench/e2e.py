@@ -51,6 +51,9 @@ class E2eOptions:
     generators: int | None = None
     #: False: no bridge and no TSDB, the verdict path alone (to see what the storage path costs).
     store: bool = True
+    #: True: each generator drives its connections from one thread (devtools.load_loop); False: a paho
+    #: thread per device, as before.
+    single_loop: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.devices <= 500:
@@ -185,6 +188,7 @@ def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, An
                 rate=options.rate,
                 workdir=workdir / "load",
                 name=f"load-{k + 1}",
+                single_loop=options.single_loop,
             )
             for k in range(n_gen)
         ]
@@ -251,6 +255,7 @@ def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, An
         "unacked": result["unacked"],
         "skipped_ticks": result["skipped_ticks"],
         "load_generators": n_gen,
+        "load_generator_threads": "one loop per process" if options.single_loop else "one paho thread per device",
         "load_generator_cpu_by_process": [cpu_by_process.get(f"load_generator-{k + 1}") for k in range(n_gen)],
         "window_s": round(window_s, 2),
         "cores": cores(),

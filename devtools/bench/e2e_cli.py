@@ -53,6 +53,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "1,500 frames/s asked, at most half the cores)",
     )
     parser.add_argument(
+        "--load-threads",
+        dest="single_loop",
+        action="store_false",
+        help="one paho network thread per simulated device (default: one loop thread per generator process)",
+    )
+    parser.add_argument(
         "--no-store",
         dest="store",
         action="store_false",
@@ -79,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         store=args.store,
         generators=args.load_procs,
+        single_loop=args.single_loop,
     )
     result = run_e2e(options, _progress)
     if args.json:
