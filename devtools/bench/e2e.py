@@ -2,8 +2,9 @@
 
 Stack: a production-provisioned Mosquitto (TLS, passwords, ACL), N inference nodes, the
 bridge writing its archive and a local VictoriaMetrics, all as real child processes
-(`devtools.stack.LocalStack`). Load: one `devtools.load_generator` process with D
-device accounts at R frames/s each, measuring capture-to-verdict latency at the device.
+(`devtools.stack.LocalStack`). Load: `devtools.load_generator` processes (`--load-procs`)
+with D device accounts at R frames/s each, each driving its connections from one loop
+thread (`devtools.load_loop`), measuring capture-to-verdict latency at the device.
 Window: after a warm-up, CPU of every process and the verdicts are measured over
 `duration` seconds; then the generator stops and waits for the last verdicts (drain).
 """
