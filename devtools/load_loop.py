@@ -65,6 +65,8 @@ class DeviceLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="device-loop", daemon=True)
         self.on_tick: Callable[[], float] | None = None
+        #: What ended the loop thread, if anything did (calls handed over afterwards fail with it).
+        self.error: BaseException | None = None
 
     def start(self) -> DeviceLoop:
         self._thread.start()
@@ -83,6 +85,8 @@ class DeviceLoop:
         """Run `fn` in the loop thread and return its result (at once when called from it)."""
         if threading.current_thread() is self._thread:
             return fn()
+        if not self._thread.is_alive():
+            raise RuntimeError(f"the device loop is not running (it ended with {self.error!r})")
         future: Future[T] = Future()
         self._calls.put((fn, future))
         self._wake()
@@ -156,6 +160,19 @@ class DeviceLoop:
             self.sync(conn)
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # the thread's end: kept, and every waiting call gets it
+            self.error = exc
+        finally:
+            while True:
+                try:
+                    _fn, future = self._calls.get_nowait()
+                except queue.Empty:
+                    break
+                future.set_exception(RuntimeError(f"the device loop ended ({self.error!r})"))
+
+    def _serve(self) -> None:
         next_misc = time.monotonic() + MISC_INTERVAL_S
         while not self._stop.is_set():
             wait = IDLE_WAIT_S

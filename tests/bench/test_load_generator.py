@@ -20,6 +20,7 @@ from contract.frame import Frame, SensorKind, decode_frame, encode_frame
 from contract.ids import new_incarnation, new_session_id
 from contract.topics import ALL_FRAMES, verdict_topic
 from devtools.load_generator import DeviceAccount, FrameTemplates, LoadGenerator
+from devtools.load_loop import DeviceLoop
 from devtools.local_mosquitto import LocalMosquitto
 from devtools.traffic import frame_header
 from transport.connection import Message, MqttConnection, MqttSettings
@@ -100,3 +101,24 @@ def test_one_loop_thread_drives_every_device_and_gets_every_verdict(mosquitto: L
     assert result["verdicts"] == result["offered"] and result["verdicts_missing"] == 0
     assert result["verdict_duplicates"] == 0 and result["missing_verdicts"] == {}
     assert result["p99_ms"] is not None and result["reconnects"] == 0
+
+
+def test_a_loop_that_died_fails_calls_at_once_instead_of_hanging() -> None:
+    loop = DeviceLoop()
+
+    def broken_pacer() -> float:
+        raise ValueError("pacer bug")
+
+    loop.on_tick = broken_pacer
+    loop.start()
+    try:
+        deadline = time.monotonic() + 5.0
+        while loop.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the loop thread's end, bounded by the deadline
+        assert isinstance(loop.error, ValueError)
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="pacer bug"):
+            loop.run(lambda: 1)
+        assert time.monotonic() - started < 1.0
+    finally:
+        loop.close()
