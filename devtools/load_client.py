@@ -25,7 +25,15 @@ class LoadGeneratorProcess:
     """One load generator process simulating the given device accounts."""
 
     def __init__(
-        self, accounts: list[DeviceAccount], *, url: str, ca_file: Path, rate: float, workdir: Path, name: str = "load"
+        self,
+        accounts: list[DeviceAccount],
+        *,
+        url: str,
+        ca_file: Path,
+        rate: float,
+        workdir: Path,
+        name: str = "load",
+        single_loop: bool = False,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         accounts_file = write_accounts(workdir / f"{name}-accounts.json", accounts)
@@ -39,6 +47,7 @@ class LoadGeneratorProcess:
             [
                 *(sys.executable, "-m", "devtools.load_generator", "--accounts", str(accounts_file)),
                 *("--url", url, "--ca", str(ca_file), "--rate", repr(float(rate))),
+                *(["--single-loop"] if single_loop else []),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -2,8 +2,9 @@
 
 Stack: a production-provisioned Mosquitto (TLS, passwords, ACL), N inference nodes, the
 bridge writing its archive and a local VictoriaMetrics, all as real child processes
-(`devtools.stack.LocalStack`). Load: one `devtools.load_generator` process with D
-device accounts at R frames/s each, measuring capture-to-verdict latency at the device.
+(`devtools.stack.LocalStack`). Load: `devtools.load_generator` processes (`--load-procs`)
+with D device accounts at R frames/s each, each driving its connections from one loop
+thread (`devtools.load_loop`), measuring capture-to-verdict latency at the device.
 Window: after a warm-up, CPU of every process and the verdicts are measured over
 `duration` seconds; then the generator stops and waits for the last verdicts (drain).
 """
@@ -51,6 +52,9 @@ class E2eOptions:
     generators: int | None = None
     #: False: no bridge and no TSDB, the verdict path alone (to see what the storage path costs).
     store: bool = True
+    #: True: each generator drives its connections from one thread (devtools.load_loop); False: a paho
+    #: thread per device, as before.
+    single_loop: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.devices <= 500:
@@ -62,7 +66,7 @@ class E2eOptions:
         if self.duration_s <= 0:
             raise ValueError(f"--duration must be positive, got {self.duration_s}")
         if self.generators is not None and not 1 <= self.generators <= min(32, self.devices):
-            raise ValueError(f"--generators must be 1..min(32, devices), got {self.generators}")
+            raise ValueError(f"--load-procs must be 1..min(32, devices), got {self.generators}")
         if self.warmup_s < 0:
             raise ValueError(f"--warmup must not be negative, got {self.warmup_s}")
 
@@ -185,6 +189,7 @@ def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, An
                 rate=options.rate,
                 workdir=workdir / "load",
                 name=f"load-{k + 1}",
+                single_loop=options.single_loop,
             )
             for k in range(n_gen)
         ]
@@ -204,7 +209,8 @@ def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, An
             progress(f"measuring for {options.duration_s:g} s")
             time.sleep(options.duration_s)  # the measurement window: a duration, not a synchronisation
             window_end = time.time_ns()
-            cpu = _sum_generators(meter.stop())
+            cpu_by_process = meter.stop()
+            cpu = _sum_generators(cpu_by_process)
             cpu_s = dict(meter.seconds)
             stack.check_alive()
             progress("stopping the load; waiting for the last verdicts")
@@ -250,6 +256,8 @@ def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, An
         "unacked": result["unacked"],
         "skipped_ticks": result["skipped_ticks"],
         "load_generators": n_gen,
+        "load_generator_threads": "one loop per process" if options.single_loop else "one paho thread per device",
+        "load_generator_cpu_by_process": [cpu_by_process.get(f"load_generator-{k + 1}") for k in range(n_gen)],
         "window_s": round(window_s, 2),
         "cores": cores(),
         "load_avg": load_avg,

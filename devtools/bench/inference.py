@@ -23,11 +23,14 @@ from contract.frame import decode_frame
 from contract.messages import DeviceState, NodeStatus, decode_message
 from contract.model.model_runner import ModelRunner
 from contract.topics import ALL_FRAMES, ALL_VERDICTS, NodeChannel, node_topic, shared
+from devtools import component_toml
 from devtools.bench.common import Progress
 from devtools.bench.inference_clients import bench_payloads
+from devtools.bench.node_counters import MAX_WAIT_S, NODE_METRICS_INTERVAL_S, NodeCount, NodeCounters
 from devtools.local_mosquitto import LocalMosquitto
 from devtools.managed_process import ProcessStartError
 from devtools.processes import ChildProcess
+from inference_node.config import InferenceConfig
 from transport.connection import Message, MqttConnection, MqttSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +48,8 @@ class BenchSettings:
     paced_rate: float
     paced_frames: int
     rounds: int = 2
+    #: The node's bounded frame queue (None: its default); small values make it drop under load.
+    max_pending_frames: int | None = None
 
 
 def _python(*args: str) -> list[str]:
@@ -73,15 +78,26 @@ class _Counter:
         self, url: str, topic_filter: str, expect: int, *, verdicts: bool, timeout: float, qos: int = 1
     ) -> None:
         cmd = ["-m", "devtools.bench.inference_clients", "count", "--url", url, "--filter", topic_filter]
-        cmd += ["--expect", str(expect), "--timeout", str(timeout), "--qos", str(qos)]
+        cmd += ["--expect", str(expect), "--timeout", str(timeout), "--qos", str(qos), "--stdin"]
         if verdicts:
             cmd.append("--verdicts")
-        self.proc = subprocess.Popen(_python(*cmd), stdout=subprocess.PIPE, text=True, env=_env(), cwd=REPO_ROOT)
+        self.proc = subprocess.Popen(
+            _python(*cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(), cwd=REPO_ROOT
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
         if line != "ready":
             self.proc.kill()
             raise RuntimeError(f"bench counter did not start: {line or 'no output'}")
+
+    def expect(self, count: int) -> None:
+        """The final count: the counter stops once it has `count` messages (or its grace ran out)."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(f"expect {int(count)}\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it already finished: its result says what it saw
 
     def result(self, timeout: float) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -169,7 +185,11 @@ class _NodeProcess(ChildProcess):
     stop_timeout_s = 30.0
 
     def __init__(self, url: str, settings: BenchSettings, log_path: Path) -> None:
-        args = ["infer", "--broker", url, "--node-id", BENCH_NODE_ID]
+        config = {"metrics_interval_s": NODE_METRICS_INTERVAL_S}
+        if settings.max_pending_frames is not None:
+            config["max_pending_frames"] = settings.max_pending_frames
+        config_file = component_toml.write(log_path.with_suffix(".toml"), InferenceConfig.model_validate(config))
+        args = ["infer", "--config", str(config_file), "--broker", url, "--node-id", BENCH_NODE_ID]
         args += ["--model", str(settings.model_dir), "--batch", str(settings.batch)]
         args += ["--batch-ms", str(settings.batch_ms), "--variant", settings.variant]
         super().__init__(log_path.stem, args, log_dir=log_path.parent, env=_env(), cwd=Path.cwd(), new_session=False)
@@ -180,28 +200,64 @@ class _NodeProcess(ChildProcess):
         _wait_online(self.url, BENCH_NODE_ID, self.proc, timeout)
 
 
-def measure_node(url: str, settings: BenchSettings, node: _NodeProcess) -> dict[str, Any]:
+def _verdicts_of(
+    url: str, counters: NodeCounters, frames: int, devices: int, rate: float = 0.0
+) -> tuple[dict[str, Any], dict[str, Any], NodeCount]:
+    """Publish `frames`, wait until the node's counters account for each one; (publisher, verdicts, counts).
+
+    The observer takes verdicts at QoS 0 so that it costs the shared CPUs as little as possible;
+    its losses would still show as frames_lost. It waits for as many verdicts as the node says
+    it published, never for frames the node dropped (see `devtools.bench.node_counters`).
+    """
+    base = counters.latest(fresh_within_s=NODE_METRICS_INTERVAL_S * 4)
+    counter = _Counter(url, ALL_VERDICTS, frames, verdicts=True, timeout=MAX_WAIT_S, qos=0)
+    try:
+        published = _publish(url, frames, devices, rate)
+        counts = counters.wait_accounted(base, int(published["acknowledged"]))
+        counter.expect(counts.verdicted)
+        return published, counter.result(60), counts
+    finally:
+        if counter.proc.poll() is None:
+            counter.proc.kill()
+            counter.proc.wait()
+
+
+def measure_node(url: str, settings: BenchSettings, node: _NodeProcess, counters: NodeCounters) -> dict[str, Any]:
     """One node under saturating load: the publisher sends as fast as it can."""
-    # The observer takes verdicts at QoS 0 so that it costs the shared CPUs as little as possible;
-    # losses would still show as frames_lost.
-    counter = _Counter(url, ALL_VERDICTS, settings.frames, verdicts=True, timeout=300, qos=0)
     pid = node.pid
     assert pid is not None, "the node runs while it is measured"
     cpu_before = _cpu_seconds(pid)
-    published = _publish(url, settings.frames, settings.devices)
-    saturated = counter.result(60)
+    published, saturated, counts = _verdicts_of(url, counters, settings.frames, settings.devices)
     cpu_after = _cpu_seconds(pid)
     cpu_ms = None
     if cpu_before is not None and cpu_after is not None and saturated.get("received"):
         cpu_ms = (cpu_after - cpu_before) * 1000.0 / saturated["received"]
-    return {"publisher": published, "verdicts": saturated, "node_cpu_ms_per_frame": cpu_ms}
+    return {"publisher": published, "verdicts": saturated, "node": counts, "node_cpu_ms_per_frame": cpu_ms}
 
 
-def measure_paced(url: str, settings: BenchSettings) -> dict[str, Any]:
+def measure_paced(url: str, settings: BenchSettings, counters: NodeCounters) -> dict[str, Any]:
     """Latency at a moderate fixed rate: what a frame costs when the node is not the bottleneck."""
-    counter = _Counter(url, ALL_VERDICTS, settings.paced_frames, verdicts=True, timeout=120, qos=0)
-    _publish(url, settings.paced_frames, settings.devices, rate=settings.paced_rate)
-    return counter.result(60)
+    _published, verdicts, counts = _verdicts_of(
+        url, counters, settings.paced_frames, settings.devices, settings.paced_rate
+    )
+    return {**verdicts, "node_dropped": counts.dropped}
+
+
+def accounting(settings: BenchSettings, nodes: list[dict[str, Any]]) -> dict[str, int]:
+    """Where the saturating phases' frames went, from the node's counters and the observer's count."""
+    counts: list[NodeCount] = [n["node"] for n in nodes]
+    seen = sum(int(n["verdicts"].get("unique", 0)) for n in nodes)
+    dropped = sum(c.dropped for c in counts)
+    published = sum(int(n["publisher"]["acknowledged"]) for n in nodes)
+    return {
+        "frames_verdicted": sum(c.verdicted for c in counts),
+        "frames_dropped": dropped,
+        "frames_deadlettered": sum(c.deadletters for c in counts),
+        # Neither verdicted nor dropped nor dead-lettered by the node's own count (it stalled).
+        "frames_unaccounted": max(0, published - sum(c.accounted for c in counts)),
+        # Frames without a verdict at the observer that the node did not say it dropped.
+        "frames_lost": max(0, settings.frames * len(nodes) - seen - dropped),
+    }
 
 
 #: The issue's goal: a node may use at most this many times a bare subscriber's CPU per frame.
@@ -234,14 +290,16 @@ def run_bench(settings: BenchSettings, progress: Progress) -> dict[str, Any]:
             )
             relays.append(measure_relay(broker.url, settings))
             progress(f"round {round_no}/{settings.rounds}: one node, {settings.frames} frames as fast as they come")
+            counters = NodeCounters(broker.url, BENCH_NODE_ID).start()
             node = _NodeProcess(broker.url, settings, workdir / "node.log").start()
             try:
-                nodes.append(measure_node(broker.url, settings, node))
+                nodes.append(measure_node(broker.url, settings, node, counters))
                 if round_no == settings.rounds:
                     progress(f"latency: {settings.paced_frames} frames at {settings.paced_rate:.0f}/s")
-                    paced = measure_paced(broker.url, settings)
+                    paced = measure_paced(broker.url, settings, counters)
             finally:
                 exit_codes.append(node.stop())
+                counters.stop()
     relay_rates = [float(r["subscriber"].get("per_s", 0.0)) for r in relays]
     node_rates = [float(n["verdicts"].get("per_s", 0.0)) for n in nodes]
     relay_rate, node_rate = _median(relay_rates), _median(node_rates)
@@ -276,7 +334,8 @@ def run_bench(settings: BenchSettings, progress: Progress) -> dict[str, Any]:
         "decode_frames_per_s": round(float(model["decode_frames_per_s"]), 1),
         "frames": settings.frames,
         "bytes_per_frame": relays[0]["publisher"]["bytes_per_frame"],
-        "frames_lost": sum(settings.frames - int(n["verdicts"].get("unique", 0)) for n in nodes),
+        **accounting(settings, nodes),
+        "paced_frames_dropped": int(paced.get("node_dropped", 0)),
         "verdict_duplicates": sum(int(n["verdicts"].get("duplicates", 0)) for n in nodes),
         "batch": settings.batch,
         "batch_ms": settings.batch_ms,

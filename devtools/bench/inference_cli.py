@@ -14,6 +14,11 @@ The goal is node >= half the relay rate (`node_vs_relay` >= 0.5; issue 17 asks 0
 `relay_subscriber_cpu_ms_per_frame` (the bare subscriber's), and their ratio
 `node_cpu_vs_relay_cpu` (goal <= 1.5: scoring and answering a frame may cost at most half
 again what receiving it costs).
+
+A phase ends when the node's own counters (its metrics topic) say every frame published was
+verdicted, dropped by its bounded queue or dead-lettered: `frames_dropped` reports the drops
+(a saturated node drops; nothing waits for their verdicts), `frames_unaccounted` what a
+stalled node never accounted for, `frames_lost` verdicts the observer missed otherwise.
 """
 
 from __future__ import annotations
@@ -42,6 +47,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paced-rate", type=float, default=200.0, help="frames/s of the latency phase (default 200)")
     parser.add_argument("--paced-frames", type=int, default=600, help="frames of the latency phase (default 600)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating relay/node rounds; medians reported")
+    parser.add_argument(
+        "--node-max-pending",
+        type=int,
+        metavar="N",
+        help="the node's frame queue bound (default: the node's); frames beyond it are dropped and reported",
+    )
     parser.set_defaults(run=run)
 
 
@@ -55,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--frames must be at least 100, got {args.frames}")
     if args.rounds < 1:
         raise ValueError(f"--rounds must be at least 1, got {args.rounds}")
+    if args.node_max_pending is not None and args.node_max_pending < 1:
+        raise ValueError(f"--node-max-pending must be at least 1, got {args.node_max_pending}")
     settings = BenchSettings(
         model_dir=args.model,
         variant=args.variant,
@@ -65,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         paced_rate=args.paced_rate,
         paced_frames=args.paced_frames,
         rounds=args.rounds,
+        max_pending_frames=args.node_max_pending,
     )
     result: dict[str, Any] = run_bench(settings, progress=_progress)
     if args.json:

@@ -4,8 +4,11 @@ with what they measure.
     python -m devtools.bench.inference_clients publish --url URL --frames N [--devices D] [--rate FPS]
     python -m devtools.bench.inference_clients count --url URL --filter FILTER --expect N [--timeout S]
 
-`count` prints `ready` once subscribed, then one JSON line when done. `publish` prints one JSON line
-after the broker acknowledged every frame.
+`count` prints `ready` once subscribed, then one JSON line when done: after `--expect` messages,
+after `--timeout`, or, with `--stdin`, once it has the N messages that a line `expect N` on its
+stdin names (the bench sends it when the node's own counters say how many frames it verdicted,
+so frames the node dropped are not waited for), waiting at most `--grace` more for them.
+`publish` prints one JSON line after the broker acknowledged every frame.
 """
 
 from __future__ import annotations
@@ -91,14 +94,25 @@ def _count(args: argparse.Namespace) -> int:
     payloads: list[bytes] = []
     cpu_at_first: list[float] = []
     done = threading.Event()
+    target = [args.expect]  # lowered by an `expect N` line on stdin (one writer, read on the network thread)
+    deadline = [time.monotonic() + args.timeout]
 
     def on_message(message: Message) -> None:
         if not arrivals:
             cpu_at_first.append(time.process_time())
         arrivals.append(time.perf_counter())
         payloads.append(message.payload)
-        if len(arrivals) >= args.expect:
+        if len(arrivals) >= target[0]:
             done.set()
+
+    def read_targets() -> None:
+        for line in sys.stdin:
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "expect":
+                target[0] = int(parts[1])
+                deadline[0] = min(deadline[0], time.monotonic() + args.grace)
+                if len(arrivals) >= target[0]:
+                    done.set()
 
     conn = MqttConnection(MqttSettings(url=args.url), client_id=f"bench-count-{time.monotonic_ns()}")
     conn.start()
@@ -107,10 +121,13 @@ def _count(args: argparse.Namespace) -> int:
         print(json.dumps({"error": f"subscription to {args.filter} refused"}), flush=True)
         return 1
     print("ready", flush=True)
-    done.wait(args.timeout)
+    if args.stdin:
+        threading.Thread(target=read_targets, name="count-targets", daemon=True).start()
+    while not done.wait(0.1) and time.monotonic() < deadline[0]:
+        pass  # the deadline moves when the bench names the final count
     cpu_span = time.process_time() - cpu_at_first[0] if cpu_at_first else 0.0
     conn.stop()
-    result: dict[str, object] = {"received": len(arrivals)}
+    result: dict[str, object] = {"received": len(arrivals), "target": target[0]}
     if len(arrivals) >= 2:
         result["cpu_ms_per_message"] = cpu_span * 1000.0 / (len(arrivals) - 1)
     if len(arrivals) >= 2:
@@ -147,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     cnt.add_argument("--timeout", type=float, default=120.0)
     cnt.add_argument("--qos", type=int, default=1)
     cnt.add_argument("--verdicts", action="store_true", help="parse payloads as verdicts: duplicates, latency")
+    cnt.add_argument("--stdin", action="store_true", help="take `expect N` lines on stdin (a lowered final count)")
+    cnt.add_argument("--grace", type=float, default=10.0, help="with --stdin: wait at most this long after `expect N`")
     args = parser.parse_args(argv)
     return _publish(args) if args.role == "publish" else _count(args)
 
