@@ -6,7 +6,11 @@ import both. The order (docs/patients.md):
 
 1. audit line `forget` with status `attempted` (a crash after it still leaves a trace);
 2. her session ids from the archive and the queue;
-3. tombstones of her ref and sessions, so a running bridge drops her late messages;
+3. tombstones of her ref and sessions, so a running bridge drops her late messages; then a
+   wait of the bridge's re-read interval (`erasure_tombstones.REFRESH_S`) plus a margin, so that
+   anything of hers a running bridge accepted before it saw the tombstones is already in the
+   stores that the next steps erase (without it a message arriving in that second was kept;
+   seen once as a failure of the lifecycle test);
 4. queue, archive, InfluxDB, Firestore, reports: each on its own, a failure named and the
    rest still done;
 5. only when all of them succeeded: her registry entry (last: while it exists, a rerun can
@@ -22,12 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from clinic import cli as clinic_cli
 
+#: Beyond the bridge's tombstone re-read interval: an ingest batch that started before the re-read
+#: has finished by then (batches take milliseconds; half a second is ample).
+TOMBSTONE_MARGIN_S = 0.5
 #: Exit status when some store could not be erased (the rerun completes the erasure).
 EXIT_INCOMPLETE = 1
 NOTICE = "thermoscreen is a screening aid, not a diagnosis; erased records cannot be restored."
@@ -90,6 +98,7 @@ def run_forget(args: argparse.Namespace) -> int:
         except erasure.StoreUnavailableError as exc:
             stores[store] = {"status": "failed", "error": exc.reason}
     tombstones = erasure_tombstones.add(config.erasure.tombstones, ref, sessions)
+    time.sleep(erasure_tombstones.REFRESH_S + TOMBSTONE_MARGIN_S)
     if "queue" not in stores:
         _step(stores, "queue", lambda: erasure.erase_queue(config.queue.path, ref, sessions))
     if "archive" not in stores:
