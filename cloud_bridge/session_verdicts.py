@@ -116,8 +116,11 @@ class PendingSessionVerdicts:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if self._startup_mark is not None and not self._resume():
-                    self._queue.wait_for_data(self._archive_sink, timeout=0.2, stop=self._stop)
+                mark = self._startup_mark
+                if mark is not None and not self._resume():
+                    # Woken by the archive sink's confirm (waiting for new data here returned at
+                    # once while the archive was behind: a busy loop until it caught up).
+                    self._queue.wait_confirmed(self._archive_sink, mark, timeout=0.2, stop=self._stop)
                     continue
                 moved = self.step()
             except Exception:
