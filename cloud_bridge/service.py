@@ -9,6 +9,7 @@ messages simply stay with the broker for the next start.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass
 from cloud_bridge.archive import Archive
 from cloud_bridge.archive_sink import ArchiveSink
 from cloud_bridge.channels import SUBSCRIPTIONS
-from cloud_bridge.config import BridgeConfig, SinkRetry
+from cloud_bridge.config import BridgeConfig, ProvenanceSettings, SinkRetry
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DurableQueue, QueueStats, SourceQuota
 from cloud_bridge.erasure_tombstones import ErasedIds
@@ -167,17 +168,7 @@ class Bridge:
         self.sessions.start()
         prov = cfg.provenance
         queue = self.queue
-        provenance = queue.with_writer(
-            lambda conn: Provenance(
-                conn,
-                approved_models=frozenset(prov.approved_models),
-                hold_s=prov.hold_s,
-                max_held=prov.max_held,
-                frame_memory_s=prov.frame_memory_s,
-                reoffer_s=prov.reoffer_s,
-                max_reoffers=prov.max_reoffers,
-            )
-        )
+        provenance = queue.with_writer(lambda conn: provenance_gate(conn, prov))
         if not provenance.knows_owners:
             with Archive(cfg.archive.path) as archive:
                 owners = [(r.session_id, r.device_id, r.patient_ref) for r in archive.sessions() if r.patient_ref]
@@ -390,3 +381,16 @@ class Bridge:
         """Block until the queue is empty (every sink confirmed everything) or timeout."""
         assert self.queue is not None
         return self.queue.wait_empty(timeout)
+
+
+def provenance_gate(conn: sqlite3.Connection, settings: ProvenanceSettings) -> Provenance:
+    """The intake gate as the bridge config's `[provenance]` section sets it up (also the bench's)."""
+    return Provenance(
+        conn,
+        approved_models=frozenset(settings.approved_models),
+        hold_s=settings.hold_s,
+        max_held=settings.max_held,
+        frame_memory_s=settings.frame_memory_s,
+        reoffer_s=settings.reoffer_s,
+        max_reoffers=settings.max_reoffers,
+    )

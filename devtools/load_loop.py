@@ -28,9 +28,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from transport.connection import MqttConnection, MqttConnectionError, MqttSettings
 
 T = TypeVar("T")
@@ -212,26 +209,12 @@ class LoopConnection(MqttConnection):
 
     def start(self, wait: bool = True) -> LoopConnection:
         self._loop.run(self._open)
-        if wait and not self.connected.wait(self.settings.connect_timeout_s):
-            reason = self.last_connect_error or "no answer"
-            self.stop()
-            raise MqttConnectionError(
-                f"cannot connect to MQTT broker {self.settings.url} within "
-                f"{self.settings.connect_timeout_s:.0f} s: {reason}"
-            )
+        if wait:
+            self._await_connected()
         return self
 
     def _open(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        if self.settings.session_expiry_s:
-            props.SessionExpiryInterval = self.settings.session_expiry_s
-        self._client.connect(
-            self.settings.host,
-            self.settings.port,
-            keepalive=self.settings.keepalive_s,
-            clean_start=self.settings.clean_start,
-            properties=props,
-        )
+        self._client.connect(self.settings.host, self.settings.port, **self._connect_args())
         self._loop.add(self)
 
     def stop(self, *, timeout: float = 5.0) -> None:

@@ -354,25 +354,28 @@ class MqttConnection:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, wait: bool = True) -> MqttConnection:
         """Connect in the background (reconnecting forever); with `wait`, block until connected."""
+        self._client.connect_async(self.settings.host, self.settings.port, **self._connect_args())
+        self._client.loop_start()
+        if wait:
+            self._await_connected()
+        return self
+
+    def _connect_args(self) -> dict[str, Any]:
+        """keepalive, clean start and the CONNECT properties (session expiry) from the settings."""
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if self.settings.session_expiry_s:
             props.SessionExpiryInterval = self.settings.session_expiry_s
-        self._client.connect_async(
-            self.settings.host,
-            self.settings.port,
-            keepalive=self.settings.keepalive_s,
-            clean_start=self.settings.clean_start,
-            properties=props,
-        )
-        self._client.loop_start()
-        if wait and not self.connected.wait(self.settings.connect_timeout_s):
+        return {"keepalive": self.settings.keepalive_s, "clean_start": self.settings.clean_start, "properties": props}
+
+    def _await_connected(self) -> None:
+        """Block until connected; stop and raise MqttConnectionError (with the broker's reason) on timeout."""
+        if not self.connected.wait(self.settings.connect_timeout_s):
             reason = self.last_connect_error or "no answer"
             self.stop()
             raise MqttConnectionError(
                 f"cannot connect to MQTT broker {self.settings.url} within "
                 f"{self.settings.connect_timeout_s:.0f} s: {reason}"
             )
-        return self
 
     def stop(self, *, timeout: float = 5.0) -> None:
         """Disconnect cleanly (no last will) and stop the network thread."""

@@ -33,7 +33,7 @@ from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DurableQueue, SourceQuota
 from cloud_bridge.influx_sink import InfluxSink
 from cloud_bridge.ingest import Ingest
-from cloud_bridge.provenance import Provenance
+from cloud_bridge.service import provenance_gate
 from cloud_bridge.session_verdicts import STAGE_NAME, PendingSessionVerdicts
 from cloud_bridge.sink import Backoff, SinkWorker
 from devtools.local_tsdb import LocalVictoriaMetrics
@@ -99,17 +99,7 @@ class Pipeline:
             decode=decoded.decode,
         )
         prov = ProvenanceSettings(approved_models=[MODEL_VERSION])
-        provenance = self.queue.with_writer(
-            lambda conn: Provenance(
-                conn,
-                approved_models=frozenset(prov.approved_models),
-                hold_s=prov.hold_s,
-                max_held=prov.max_held,
-                frame_memory_s=prov.frame_memory_s,
-                reoffer_s=prov.reoffer_s,
-                max_reoffers=prov.max_reoffers,
-            )
-        )
+        provenance = self.queue.with_writer(lambda conn: provenance_gate(conn, prov))
         self.ingest = Ingest(
             self.queue,
             component="profile",
