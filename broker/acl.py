@@ -50,6 +50,8 @@ def service_rules(account: Account) -> list[tuple[str, str]]:
             ("read", f"{t.ROOT}/#"),
             ("write", t.ALL_SESSION_VERDICTS),
             ("write", t.ALL_REOFFERS),
+            # Several bridges: each writes receipts of the frames it committed, under its own node id.
+            ("write", t.receipts_topic(node)),
             *own_node,
             ("write", t.deadletter_topic("bridge")),
         ]

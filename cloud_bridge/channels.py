@@ -31,6 +31,7 @@ from contract.frame import Frame, decode_frame
 from contract.messages import (
     DeadLetter,
     DeviceStatus,
+    FrameReceipts,
     NodeMetrics,
     NodeStatus,
     RfidEvent,
@@ -44,9 +45,11 @@ from contract.topics import (
     ALL_FRAMES,
     ALL_NODE_METRICS,
     ALL_NODE_STATUS,
+    ALL_RECEIPTS,
     ALL_RFID,
     ALL_VERDICTS,
     TopicInfo,
+    shared,
 )
 
 #: The stores hold signed 64-bit integers (SQLite, Firestore); sequence numbers are u64 by contract
@@ -65,6 +68,8 @@ class Kind(StrEnum):
     NODE_STATUS = "node_status"
     NODE_METRICS = "node_metrics"
     DEADLETTER = "deadletter"
+    #: Another bridge's frame receipts (several bridges): state for provenance, never queued.
+    RECEIPTS = "receipts"
     #: Produced by the bridge's session stage: a computed session verdict (`SessionOutcome` JSON).
     SESSION_OUTCOME = "session_outcome"
     #: Produced by the session stage: an ended session closed without any frame verdict.
@@ -91,7 +96,16 @@ class SessionClosed(BaseModel):
 
 
 Decoded = (
-    Frame | RfidEvent | Verdict | DeviceStatus | NodeStatus | NodeMetrics | DeadLetter | SessionOutcome | SessionClosed
+    Frame
+    | RfidEvent
+    | Verdict
+    | DeviceStatus
+    | NodeStatus
+    | NodeMetrics
+    | DeadLetter
+    | FrameReceipts
+    | SessionOutcome
+    | SessionClosed
 )
 D = TypeVar("D")
 #: A sink's handler table: queue kind -> what to do with one decoded item of that kind.
@@ -135,6 +149,13 @@ def _node_owns(info: TopicInfo, decoded: Decoded) -> None:
         raise ContractError(f"node {info.channel} node_id {payload_node!r} differs from the topic's")
 
 
+def _bridge_owns(info: TopicInfo, decoded: Decoded) -> None:
+    """A bridge publishes receipts only for itself (the ACL lets only bridge accounts write there)."""
+    bridge = getattr(decoded, "bridge_id", None)
+    if bridge != info.node_id:
+        raise ContractError(f"receipts bridge_id {bridge!r} differs from the topic's {info.node_id!r}")
+
+
 def _anyone(info: TopicInfo, decoded: Decoded) -> None:
     """Dead letters are reports about other messages; any component may send them."""
 
@@ -166,14 +187,40 @@ CHANNELS: tuple[Channel, ...] = (
         _anyone,
         dead_letter_on_reject=False,
     ),
+    # Subscribed only by a `sessions` bridge (`subscriptions`), so no subscription of its own here.
+    Channel(Kind.RECEIPTS, ("bridge", "receipts"), None, _json(FrameReceipts), _bridge_owns),
     Channel(Kind.SESSION_OUTCOME, None, None, _bridge_json(SessionOutcome), _anyone),
     Channel(Kind.SESSION_CLOSED, None, None, _bridge_json(SessionClosed), _anyone),
 )
 
 BY_KIND: dict[str, Channel] = {c.kind.value: c for c in CHANNELS}
+#: Kinds intake never queues (state for the provenance gate only), so no sink handles them.
+NEVER_QUEUED: frozenset[str] = frozenset({Kind.RECEIPTS.value})
 BY_TOPIC: dict[tuple[str, str], Channel] = {c.topic: c for c in CHANNELS if c.topic is not None}
 #: The bridge's MQTT subscriptions, in registry order.
 SUBSCRIPTIONS: tuple[str, ...] = tuple(c.subscription for c in CHANNELS if c.subscription is not None)
+#: What a `storage` bridge follows besides its share of the frames: rfid events (session owners)
+#: and verdicts (which of its frames have one, for re-offers). Neither is queued there.
+STORAGE_FOLLOWS: tuple[str, ...] = (ALL_RFID, ALL_VERDICTS)
+
+
+def subscriptions(role: str, group: str) -> tuple[str, ...]:
+    """The MQTT filters of a bridge in `role` (`[cluster]`): the frames shared in `group` unless single."""
+    if role == "single":
+        return SUBSCRIPTIONS
+    frames = shared(group, ALL_FRAMES)
+    if role == "storage":
+        return (frames, *STORAGE_FOLLOWS)
+    if role == "sessions":
+        return (*(frames if f == ALL_FRAMES else f for f in SUBSCRIPTIONS), ALL_RECEIPTS)
+    raise ValueError(f"unknown bridge role {role!r}")
+
+
+def stale_subscriptions(role: str, group: str) -> tuple[str, ...]:
+    """Filters another role subscribes to that this one must not keep (a persistent session remembers them)."""
+    mine = set(subscriptions(role, group))
+    every = {f for r in ("single", "sessions", "storage") for f in subscriptions(r, group)}
+    return tuple(sorted(every - mine))
 
 
 def channel_for(info: TopicInfo) -> Channel:

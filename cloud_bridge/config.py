@@ -178,6 +178,42 @@ class RetentionSettings(BaseModel):
     interval_s: float = Field(default=3600.0, ge=1.0)
 
 
+class ClusterSettings(BaseModel):
+    """`[cluster]`: several bridges sharing the frames (docs/scaling.md, "Several bridges").
+
+    - `single` (the default): one bridge does everything, as it always did.
+    - `sessions`: exactly one per site. Takes its share of the frames, and alone receives (not
+      shared) rfid events, verdicts, statuses and the other bridges' frame receipts: it stores
+      the verdicts, checks their provenance and computes every session verdict once.
+    - `storage`: any number. Takes its share of the frames, stores them (archive, TSDB,
+      Firestore), and publishes a receipt per committed group; it follows the rfid events only
+      to know who owns a session, and the verdicts only to know which frames to re-offer.
+
+    With `sessions` or `storage`, a session is owned only by the device named in its rfid
+    `session_start` (or `session_end`), never by its first frame: every bridge sees the rfid
+    events in the broker's one order, so all of them agree on every owner. A frame naming a session
+    nobody claimed yet waits (`provenance.hold_s`) for its claim. Bridges of one site share the
+    archive file and the tombstones; each has its own queue file and MQTT client id.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["single", "sessions", "storage"] = "single"
+    #: The shared-subscription group the frames are shared in.
+    group: str = Field(default="bridges", pattern=r"^[a-z0-9-]{1,32}$")
+    #: A receipt is published at most this long after its frames' commit (the receipts sink's linger).
+    receipt_linger_ms: float = Field(default=5.0, ge=0, le=1000)
+    #: Sessions bridge: a verdict waits this long for its frame's receipt (a storage bridge may be
+    #: restarting, its share of the frames queued at the broker) before it is a dead letter; the
+    #: session stage does not judge a session while one of its verdicts waits. Replaces
+    #: `provenance.hold_s` there when longer.
+    receipt_hold_s: float = Field(default=600.0, ge=0)
+    #: Sessions bridge: verdicts waiting for receipts at most (about 1 KB of memory each); replaces
+    #: `provenance.max_held` there when larger. 100,000 is ~200 s of a storage bridge's share at
+    #: 1,000 frames/s split over two bridges.
+    max_waiting_verdicts: int = Field(default=100_000, ge=0)
+
+
 class BridgeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -202,6 +238,7 @@ class BridgeConfig(BaseModel):
     provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
     erasure: ErasureSettings = ErasureSettings()
     retention: RetentionSettings = RetentionSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
     @model_validator(mode="before")
     @classmethod

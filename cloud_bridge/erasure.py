@@ -199,7 +199,7 @@ def erase_queue(path: Path, patient_ref: str, session_ids: Iterable[str]) -> Cou
     """
     sessions = set(session_ids)
     needles = _needles(patient_ref, sessions)
-    counts = {"items": 0, "deadletters": 0, "held_verdicts": 0, "session_owners": 0, "frame_keys": 0}
+    counts = {"items": 0, "deadletters": 0, "held_verdicts": 0, "held_frames": 0, "session_owners": 0, "frame_keys": 0}
     conn = _open_sqlite(path, "queue")
     if conn is None:
         return counts
@@ -216,6 +216,11 @@ def erase_queue(path: Path, patient_ref: str, session_ids: Iterable[str]) -> Cou
         if "held_verdicts" in tables:
             counts["held_verdicts"] = _delete_matching(
                 conn, "held_verdicts", "SELECT rowid, 'verdict', payload FROM held_verdicts WHERE",
+                patient_ref=patient_ref, sessions=sessions, needles=needles, key="rowid",
+            )  # fmt: skip
+        if "held_frames" in tables:  # several bridges: frames waiting for their session's claim
+            counts["held_frames"] = _delete_matching(
+                conn, "held_frames", "SELECT rowid, 'frame', payload FROM held_frames WHERE",
                 patient_ref=patient_ref, sessions=sessions, needles=needles, key="rowid",
             )  # fmt: skip
         for table in {"session_owners", "frame_keys"} & tables:

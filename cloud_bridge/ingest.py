@@ -21,12 +21,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from cloud_bridge.channels import decode_item
+from cloud_bridge.channels import Kind, decode_item
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DeadItem, DurableQueue, NewItem
 from cloud_bridge.erasure_tombstones import ErasedIds
 from cloud_bridge.intake import Accepted, Rejected, RejectReason, classify
-from cloud_bridge.provenance import Provenance, Refused
+from cloud_bridge.provenance import Decision, Provenance, Refused
 from contract.messages import DeadLetter
 from transport.connection import Message
 
@@ -230,11 +230,7 @@ class Ingest:
                 silent += 1
                 log.warning("ignored a malformed message on %s: %s", message.topic, result.reason)
         if self._provenance is not None:
-            for late in self._provenance.expired(now):
-                if self._erased is not None and self._erased.covers_decoded(decode_item(late.kind, late.payload)):
-                    dead.append(_erased_item(late.topic, now))
-                    continue
-                dead.append(_refused_item(Refused(_NO_FRAME, "its frame did not arrive in time"), late))
+            self._settle(self._provenance.expired(now), items, dead, now)
             self._provenance.forget_old(now)
         state = self._provenance.take_writes() if self._provenance is not None else None
         failures = 0
@@ -248,6 +244,8 @@ class Ingest:
                 log.error("cannot commit %d messages to the queue (try %d): %s", len(items), failures, exc)
                 if self._stop.wait(min(5.0, 0.1 * 2**failures)) and failures > 3:
                     return
+        if self._provenance is not None:
+            self._provenance.after_commit()
         for letter in letters:
             try:
                 self._publish_deadletter(letter)
@@ -289,19 +287,31 @@ class Ingest:
         decision = self._provenance.decide(item.kind, accepted.decoded, item)
         if decision.refused is not None:
             return decision.refused
-        if not decision.held:
+        if not decision.held and not decision.state_only:
             items.append(item)
-        for released in decision.released:
-            verdict = decode_item(released.kind, released.payload)
-            refused = self._provenance.check_released(verdict, released.payload)  # type: ignore[arg-type]
-            if refused is None:
-                items.append(released)
-            else:
-                dead.append(_refused_item(refused, released))
+        self._settle(decision, items, dead, item.received_ns)
         return None
 
+    def _settle(self, decision: Decision, items: list[NewItem], dead: list[DeadItem], now: int) -> None:
+        """Held items a decision released (queued after it) or refused (dead letters), in order.
 
-_NO_FRAME = RejectReason.VERDICT_NO_FRAME
+        A held item of a patient erased while it waited is dropped like her live messages.
+        """
+        for released in decision.released:
+            if self._held_erased(released):
+                dead.append(_erased_item(released.topic, now))
+            else:
+                items.append(released)
+        for late, refused in decision.rejected:
+            if self._held_erased(late):
+                dead.append(_erased_item(late.topic, now))
+            else:
+                dead.append(_refused_item(refused, late))
+
+    def _held_erased(self, item: NewItem) -> bool:
+        if self._erased is None or item.kind == Kind.RECEIPTS:
+            return False
+        return self._erased.covers_decoded(decode_item(item.kind, item.payload))
 
 
 def _erased_item(topic: str, now: int) -> DeadItem:

@@ -39,6 +39,8 @@ class RejectReason(StrEnum):
     DECODER = "decoder"
     #: Refused by the provenance rules (`provenance`): session ownership and verdict checks.
     SESSION_OWNER = "session-owner"
+    #: Several bridges: a frame's session was claimed by no rfid event within `hold_s`.
+    SESSION_UNCLAIMED = "session-unclaimed"
     VERDICT_FLAGGED = "verdict-flagged"
     VERDICT_INCONCLUSIVE = "verdict-inconclusive"
     VERDICT_MODEL = "verdict-model"

@@ -14,6 +14,14 @@ rules (issue 12.3, 12.4):
 - a verdict that arrives before its frame is held (durably, bounded in count and time) and
   released when the frame comes, or dead-lettered when its time is up.
 
+Several bridges (`[cluster]`, docs/scaling.md): a `sessions` bridge learns the frames other
+bridges committed from their receipts (`FrameReceipts`), which admit verdicts like the frames
+themselves; a `storage` bridge follows rfid events and verdicts as state only (never queued,
+never dead-lettered: the sessions bridge does that). In both roles only rfid events claim a
+session (`rfid_claims_only`), because every bridge sees them in the broker's one order; a frame
+naming an unclaimed session is held like an early verdict, released by the claim, or, when its
+time is up, by the owner the archive knows (`owner_lookup`), else refused.
+
 State lives in the bridge queue's SQLite file, written in the same transaction as the items
 it admits (`DurableQueue.append(..., state=...)`), so it survives a restart and never claims
 an item that was not committed.
@@ -28,11 +36,11 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cloud_bridge.channels import Decoded, Kind
+from cloud_bridge.channels import Decoded, Kind, decode_item
 from cloud_bridge.durable_queue import NewItem
 from cloud_bridge.intake import RejectReason
 from contract.frame import Frame
-from contract.messages import RfidEvent, Verdict
+from contract.messages import FrameReceipts, RfidEvent, Verdict
 from contract.model import shipped
 from contract.session_rule import is_inconclusive
 
@@ -51,6 +59,13 @@ CREATE TABLE IF NOT EXISTS frame_keys (
     received_ns INTEGER NOT NULL,
     verdict     TEXT,
     PRIMARY KEY (device_id, incarnation, seq)
+);
+CREATE TABLE IF NOT EXISTS held_frames (
+    session_id  TEXT NOT NULL,
+    topic       TEXT NOT NULL,
+    payload     BLOB NOT NULL,
+    received_ns INTEGER NOT NULL,
+    source      TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS held_verdicts (
     device_id   TEXT NOT NULL,
@@ -76,6 +91,9 @@ class Refused:
 
 
 FrameKey = tuple[str, str, int]
+#: `_claim`'s answer for a session nobody claimed yet when only rfid events may claim (held, not refused).
+_UNCLAIMED = Refused(RejectReason.SESSION_UNCLAIMED, "no rfid event claimed its session")
+_NO_FRAME_IN_TIME = Refused(RejectReason.VERDICT_NO_FRAME, "its frame did not arrive in time")
 
 
 def inconclusive_inconsistency(v: Verdict) -> str | None:
@@ -90,6 +108,12 @@ def inconclusive_inconsistency(v: Verdict) -> str | None:
     if v.inconclusive != expected:
         return f"inconclusive {v.inconclusive} contradicts the verdict's own band and spread limit"
     return None
+
+
+def _session_of(item: NewItem) -> str | None:
+    """The session a queued item names (a decode: only on the rare paths, restart and expiry)."""
+    session_id = getattr(decode_item(item.kind, item.payload), "session_id", None)
+    return session_id if isinstance(session_id, str) else None
 
 
 def _seq_sql(seq: int) -> int:
@@ -120,19 +144,34 @@ class _Unanswered:
 
 
 @dataclass
-class _Held:
+class _HeldFrame:
+    """A frame naming a session nobody claimed yet (several bridges only)."""
+
     item: NewItem
-    key: FrameKey
+    session_id: str
+
+
+#: Who owns a session according to the archive: (device_id, patient_ref), or None.
+OwnerLookup = Callable[[str], tuple[str, str] | None]
 
 
 @dataclass
 class Decision:
-    """What intake does with one accepted message: queue it, refuse it, or hold it."""
+    """What intake does with one accepted message: queue it, refuse it, hold it, or only learn from it."""
 
     refused: Refused | None = None
     held: bool = False
-    #: Held verdicts this message released (its frame arrived): queue them after it.
+    #: The message is state for the gate alone (receipts; rfid and verdicts at a storage bridge):
+    #: committed as state and acknowledged, never queued and never a dead letter.
+    state_only: bool = False
+    #: Held items this message released (checked already): queue them after it.
     released: list[NewItem] = field(default_factory=list)
+    #: Held items this message released that the checks then refused: dead letters.
+    rejected: list[tuple[NewItem, Refused]] = field(default_factory=list)
+
+    def take(self, other: Decision) -> None:
+        self.released.extend(other.released)
+        self.rejected.extend(other.rejected)
 
 
 class Provenance:
@@ -149,7 +188,14 @@ class Provenance:
         reoffer_s: float = 0.0,
         max_reoffers: int = 0,
         max_unanswered: int = 50_000,
+        rfid_claims_only: bool = False,
+        storage_role: bool = False,
+        owner_lookup: OwnerLookup | None = None,
     ) -> None:
+        """`rfid_claims_only` and `storage_role` as a `[cluster]` role sets them (module docstring)."""
+        self._rfid_claims_only = rfid_claims_only or storage_role
+        self._storage_role = storage_role
+        self._owner_lookup = owner_lookup
         self._reoffer_ns = int(reoffer_s * 1e9)
         self._max_reoffers = max_reoffers
         self._max_unanswered = max_unanswered
@@ -167,10 +213,22 @@ class Provenance:
             (str(d), str(i), int(q) if q >= 0 else q + 2**64): _FrameInfo(s, p, int(r), None if v is None else str(v))
             for d, i, q, s, p, r, v in conn.execute("SELECT * FROM frame_keys ORDER BY received_ns")
         }
-        self._held: list[_Held] = [
-            _Held(NewItem(Kind.VERDICT.value, str(t), bytes(b), int(r), str(src)), (str(d), str(i), int(q)))
-            for d, i, q, t, b, r, src in conn.execute("SELECT * FROM held_verdicts ORDER BY rowid")
+        #: Verdicts waiting for their frame, by frame key, in arrival order (expiry looks at the front only).
+        self._held: dict[FrameKey, list[NewItem]] = {}
+        self._held_count = 0
+        #: Sessions with a verdict or frame held, and how many: the session stage waits for them.
+        self._held_sessions: dict[str, int] = {}
+        #: Releases decided but not yet committed: `after_commit` lowers `_held_sessions` for them.
+        self._released_sessions: list[str] = []
+        for d, i, q, t, b, r, src in conn.execute("SELECT * FROM held_verdicts ORDER BY rowid"):
+            item = NewItem(Kind.VERDICT.value, str(t), bytes(b), int(r), str(src))
+            self._keep_held(item, (str(d), str(i), int(q) if q >= 0 else q + 2**64), _session_of(item))
+        self._held_frames: list[_HeldFrame] = [
+            _HeldFrame(NewItem(Kind.FRAME.value, str(t), bytes(b), int(r), str(src)), str(sid))
+            for sid, t, b, r, src in conn.execute("SELECT * FROM held_frames ORDER BY rowid")
         ]
+        for held in self._held_frames:
+            self._count_session(held.session_id, +1)
         #: State changes decided since the last commit, in order: (SQL, parameters).
         self._pending: list[tuple[str, tuple[object, ...]]] = []
 
@@ -189,24 +247,37 @@ class Provenance:
     # -- decisions -------------------------------------------------------------------------
     def decide(self, kind: str, decoded: Decoded, item: NewItem) -> Decision:
         if kind == Kind.RFID and isinstance(decoded, RfidEvent):
-            return Decision(self._claim(decoded.session_id, decoded.device_id, decoded.patient_ref))
+            return self._rfid(decoded)
         if kind == Kind.FRAME and isinstance(decoded, Frame):
             return self._frame(decoded, item)
         if kind == Kind.VERDICT and isinstance(decoded, Verdict):
+            if self._storage_role:
+                return self._followed_verdict(decoded)
             return self._verdict(decoded, item)
+        if kind == Kind.RECEIPTS and isinstance(decoded, FrameReceipts):
+            return self._receipts(decoded, item)
         return Decision()
 
-    def _claim(self, session_id: str | None, device_id: str, patient_ref: str | None) -> Refused | None:
+    def _rfid(self, event: RfidEvent) -> Decision:
+        decision = Decision(self._claim(event.session_id, event.device_id, event.patient_ref, by_rfid=True))
+        if decision.refused is None:
+            decision.take(self._release_frames(event.session_id))
+        if self._storage_role:  # the sessions bridge stores rfid events and dead-letters refused ones
+            return Decision(state_only=True, released=decision.released, rejected=decision.rejected)
+        return decision
+
+    def _claim(
+        self, session_id: str | None, device_id: str, patient_ref: str | None, *, by_rfid: bool = False
+    ) -> Refused | None:
         if session_id is None:
             return None
         owner = self._owners.get(session_id)
         if owner is None:
             if patient_ref is None:
                 return None
-            self._owners[session_id] = (device_id, patient_ref)
-            self._pending.append(
-                ("INSERT OR IGNORE INTO session_owners VALUES (?, ?, ?)", (session_id, device_id, patient_ref))
-            )
+            if self._rfid_claims_only and not by_rfid:
+                return _UNCLAIMED
+            self._own(session_id, device_id, patient_ref)
             return None
         if owner[0] != device_id:
             return Refused(RejectReason.SESSION_OWNER, f"session {session_id} belongs to another device")
@@ -214,33 +285,156 @@ class Provenance:
             return Refused(RejectReason.SESSION_OWNER, f"session {session_id} belongs to another patient_ref")
         return None
 
+    def _own(self, session_id: str, device_id: str, patient_ref: str) -> None:
+        self._owners[session_id] = (device_id, patient_ref)
+        self._pending.append(
+            ("INSERT OR IGNORE INTO session_owners VALUES (?, ?, ?)", (session_id, device_id, patient_ref))
+        )
+
     def _frame(self, frame: Frame, item: NewItem) -> Decision:
         refused = self._claim(frame.session_id, frame.device_id, frame.patient_ref)
+        if refused is _UNCLAIMED and frame.session_id is not None:
+            return self._hold_frame(frame.session_id, item)
         if refused is not None:
             return Decision(refused)
         key = key_of(frame)
-        if key not in self._frames:
-            self._frames[key] = _FrameInfo(frame.session_id, frame.patient_ref, item.received_ns)
-            row = (*key[:2], _seq_sql(key[2]), frame.session_id, frame.patient_ref, item.received_ns)
-            self._pending.append(("INSERT OR IGNORE INTO frame_keys VALUES (?,?,?,?,?,?,NULL)", row))
-        if self._reoffer_ns > 0 and self._frames[key].verdict is None and key not in self._unanswered:
+        self._record(key, frame.session_id, frame.patient_ref, item.received_ns)
+        if self._reoffer_ns > 0 and key not in self._unanswered and self._unverdicted(key):
             if len(self._unanswered) >= self._max_unanswered:
                 self._unanswered.pop(next(iter(self._unanswered)))
             self._unanswered[key] = _Unanswered(item.payload, item.received_ns)
-        released = [h.item for h in self._held if h.key == key]
-        if released:
-            self._held = [h for h in self._held if h.key != key]
-            self._pending.append(
-                (
-                    "DELETE FROM held_verdicts WHERE device_id=? AND incarnation=? AND seq=?",
-                    (*key[:2], _seq_sql(key[2])),
-                )
-            )
-        return Decision(released=released)
+        return self._release_verdicts(key)
 
-    def check_released(self, verdict: Verdict, payload: bytes) -> Refused | None:
-        """A held verdict whose frame came: the frame checks (match, one per frame) now apply."""
-        return self._match(verdict, payload)
+    def _unverdicted(self, key: FrameKey) -> bool:
+        info = self._frames.get(key)  # a storage bridge keeps no frame keys: unknown there
+        return info is None or info.verdict is None
+
+    def _record(self, key: FrameKey, session_id: str | None, patient_ref: str | None, received_ns: int) -> None:
+        """Remember a frame the bridge (or, from a receipt, another bridge) committed."""
+        if key in self._frames or self._storage_role:  # a storage bridge matches no verdicts
+            return
+        self._frames[key] = _FrameInfo(session_id, patient_ref, received_ns)
+        row = (*key[:2], _seq_sql(key[2]), session_id, patient_ref, received_ns)
+        self._pending.append(("INSERT OR IGNORE INTO frame_keys VALUES (?,?,?,?,?,?,NULL)", row))
+
+    def _keep_held(self, item: NewItem, key: FrameKey, session_id: str | None) -> None:
+        self._held.setdefault(key, []).append(item)
+        self._held_count += 1
+        self._count_session(session_id, +1)
+
+    def _count_session(self, session_id: str | None, step: int) -> None:
+        """Count a held item for its session (the stage waits while any is held); lower only after the commit."""
+        if session_id is None:
+            return
+        if step > 0:
+            self._held_sessions[session_id] = self._held_sessions.get(session_id, 0) + 1
+        else:
+            self._released_sessions.append(session_id)
+
+    def waits_for(self, session_id: str) -> bool:
+        """True while a verdict or frame of this session is held (the session stage asks, from its thread).
+
+        Why it is safe across threads: a hold is counted as soon as it is decided, and a release
+        only once its commit put the released items in the queue (`after_commit`), so a session
+        judged after this said False finds every released verdict in the queue. One dict lookup
+        (atomic under the GIL); the ingest thread is the only writer.
+        """
+        return self._held_sessions.get(session_id, 0) > 0
+
+    def after_commit(self) -> None:
+        """The commit of the last decisions succeeded: their releases now count (see `waits_for`)."""
+        released, self._released_sessions = self._released_sessions, []
+        for session_id in released:
+            left = self._held_sessions.get(session_id, 0) - 1
+            if left > 0:
+                self._held_sessions[session_id] = left
+            else:
+                self._held_sessions.pop(session_id, None)
+
+    def _release_verdicts(self, key: FrameKey) -> Decision:
+        """Held verdicts whose frame is now known: the frame checks (match, one per frame) apply."""
+        if not self._held:
+            return Decision()
+        released = self._held.pop(key, None)
+        if not released:
+            return Decision()
+        self._held_count -= len(released)
+        self._pending.append(
+            ("DELETE FROM held_verdicts WHERE device_id=? AND incarnation=? AND seq=?", (*key[:2], _seq_sql(key[2])))
+        )
+        decision = Decision()
+        for item in released:
+            verdict = decode_item(item.kind, item.payload)
+            assert isinstance(verdict, Verdict)  # only verdicts are held under a frame key
+            self._count_session(verdict.session_id, -1)
+            refused = self._match(verdict, item.payload)
+            if refused is None:
+                decision.released.append(item)
+            else:
+                decision.rejected.append((item, refused))
+        return decision
+
+    def _hold_frame(self, session_id: str, item: NewItem) -> Decision:
+        if len(self._held_frames) >= self._max_held:
+            detail = "no rfid event claimed its session (the hold is full)"
+            return Decision(Refused(RejectReason.SESSION_UNCLAIMED, detail))
+        self._held_frames.append(_HeldFrame(item, session_id))
+        self._count_session(session_id, +1)
+        row = (session_id, item.topic, item.payload, item.received_ns, item.source)
+        self._pending.append(("INSERT INTO held_frames VALUES (?,?,?,?,?)", row))
+        return Decision(held=True)
+
+    def _release_frames(self, session_id: str) -> Decision:
+        """Held frames of a session just claimed: they now go through the frame checks."""
+        if not self._held_frames:
+            return Decision()
+        mine = [h for h in self._held_frames if h.session_id == session_id]
+        if not mine:
+            return Decision()
+        self._held_frames = [h for h in self._held_frames if h.session_id != session_id]
+        for held in mine:
+            self._count_session(held.session_id, -1)
+        self._pending.append(("DELETE FROM held_frames WHERE session_id=?", (session_id,)))
+        decision = Decision()
+        for held in mine:
+            decision.take(self._admit_held_frame(held.item))
+        return decision
+
+    def _admit_held_frame(self, item: NewItem) -> Decision:
+        frame = decode_item(item.kind, item.payload)
+        assert isinstance(frame, Frame)
+        outcome = self._frame(frame, item)
+        if outcome.refused is not None:
+            return Decision(rejected=[(item, outcome.refused)])
+        if outcome.held:  # cannot happen: its session was just claimed; never drop it silently
+            return Decision(rejected=[(item, Refused(RejectReason.SESSION_UNCLAIMED, "its session is unclaimed"))])
+        return Decision(released=[item, *outcome.released], rejected=outcome.rejected)
+
+    def _receipts(self, receipts: FrameReceipts, item: NewItem) -> Decision:
+        """Another bridge committed these frames: they admit verdicts as if this bridge held them.
+
+        The storage bridge checked each frame's session owner before it committed it, against
+        the same rfid claims, so a mismatch here means the two disagree: logged as a dead letter
+        (the frame is stored there), and its verdicts will not be admitted.
+        """
+        decision = Decision(state_only=True)
+        for group in receipts.groups:
+            refused = self._claim(group.session_id, group.device_id, group.patient_ref, by_rfid=True)
+            if refused is not None:
+                detail = f"receipt of {receipts.bridge_id} for {group.device_id}: {refused.detail}"
+                decision.rejected.append((item, Refused(refused.reason, detail)))
+                continue
+            for seq in group.seqs:
+                key = (group.device_id, group.incarnation, seq)
+                self._record(key, group.session_id, group.patient_ref, item.received_ns)
+                decision.take(self._release_verdicts(key))
+        return decision
+
+    def _followed_verdict(self, v: Verdict) -> Decision:
+        """A storage bridge: a verdict for one of its frames ends that frame's re-offers (nothing stored)."""
+        if v.flagged == (v.probability >= v.threshold) and v.model_version in self._approved:
+            self._unanswered.pop(key_of(v), None)
+        return Decision(state_only=True)
 
     def _verdict(self, v: Verdict, item: NewItem) -> Decision:
         if v.flagged != (v.probability >= v.threshold):
@@ -252,9 +446,9 @@ class Provenance:
             return Decision(Refused(RejectReason.VERDICT_MODEL, f"model {v.model_version!r} is not approved here"))
         key = key_of(v)
         if key not in self._frames:
-            if len(self._held) >= self._max_held:
+            if self._held_count >= self._max_held:
                 return Decision(Refused(RejectReason.VERDICT_NO_FRAME, "no such frame (the hold is full)"))
-            self._held.append(_Held(item, key))
+            self._keep_held(item, key, v.session_id)
             row = (*key[:2], _seq_sql(key[2]), item.topic, item.payload, item.received_ns, item.source)
             self._pending.append(("INSERT INTO held_verdicts VALUES (?,?,?,?,?,?,?)", row))
             return Decision(held=True)
@@ -278,15 +472,57 @@ class Provenance:
         self._pending.append(("UPDATE frame_keys SET verdict=? WHERE device_id=? AND incarnation=? AND seq=?", params))
         return None
 
-    def expired(self, now_ns: int) -> list[NewItem]:
-        """Held verdicts whose frame did not come in time (the caller dead-letters them)."""
-        late = [h for h in self._held if now_ns - h.item.received_ns > self._hold_ns]
-        if not late:
-            return []
-        self._held = [h for h in self._held if now_ns - h.item.received_ns <= self._hold_ns]
+    def expired(self, now_ns: int) -> Decision:
+        """Held items whose time is up: verdicts without their frame are refused; frames of an
+        unclaimed session take the owner the archive knows (`owner_lookup`), else are refused."""
         cutoff = now_ns - self._hold_ns
-        self._pending.append(("DELETE FROM held_verdicts WHERE received_ns < ?", (cutoff,)))
-        return [h.item for h in late]
+        decision = Decision()
+        late = self._late_verdicts(cutoff)
+        if late:
+            self._pending.append(("DELETE FROM held_verdicts WHERE received_ns < ?", (cutoff,)))
+            decision.rejected.extend((item, _NO_FRAME_IN_TIME) for item in late)
+        late_frames = [h for h in self._held_frames if h.item.received_ns < cutoff]
+        if late_frames:
+            self._held_frames = [h for h in self._held_frames if h.item.received_ns >= cutoff]
+            self._pending.append(("DELETE FROM held_frames WHERE received_ns < ?", (cutoff,)))
+            for held in late_frames:
+                self._count_session(held.session_id, -1)
+                decision.take(self._late_frame(held))
+        return decision
+
+    def _late_verdicts(self, cutoff: int) -> list[NewItem]:
+        """Held verdicts received before `cutoff`, taken out; from the front of the arrival order only.
+
+        Why the front: with several bridges a sessions bridge may hold tens of thousands of
+        verdicts while a storage bridge restarts, and this runs on every ingest batch.
+        """
+        late: list[NewItem] = []
+        emptied: list[FrameKey] = []
+        for key, items in self._held.items():
+            if items[0].received_ns >= cutoff:
+                break
+            keep = [i for i in items if i.received_ns >= cutoff]
+            late += [i for i in items if i.received_ns < cutoff]
+            if keep:
+                self._held[key] = keep
+            else:
+                emptied.append(key)
+        for key in emptied:
+            del self._held[key]
+        self._held_count -= len(late)
+        for item in late:
+            self._count_session(_session_of(item), -1)
+        return late
+
+    def _late_frame(self, held: _HeldFrame) -> Decision:
+        if held.session_id not in self._owners and self._owner_lookup is not None:
+            owner = self._owner_lookup(held.session_id)
+            if owner is not None:
+                self._own(held.session_id, *owner)
+        if held.session_id not in self._owners:
+            detail = "no rfid event claimed its session in time"
+            return Decision(rejected=[(held.item, Refused(RejectReason.SESSION_UNCLAIMED, detail))])
+        return self._admit_held_frame(held.item)
 
     def forget_old(self, now_ns: int) -> None:
         """Frame keys older than `frame_memory_s` are forgotten (memory and table stay bounded).
@@ -330,7 +566,7 @@ class Provenance:
 
     @property
     def held(self) -> int:
-        return len(self._held)
+        return self._held_count + len(self._held_frames)
 
     def take_writes(self) -> Callable[[sqlite3.Connection], None] | None:
         """The state changes decided since the last call, as one function run inside the commit."""

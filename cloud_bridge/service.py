@@ -14,16 +14,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from cloud_bridge.archive import Archive
 from cloud_bridge.archive_sink import ArchiveSink
-from cloud_bridge.channels import SUBSCRIPTIONS
-from cloud_bridge.config import BridgeConfig, ProvenanceSettings, SinkRetry
+from cloud_bridge.channels import stale_subscriptions, subscriptions
+from cloud_bridge.config import BridgeConfig, ClusterSettings, ProvenanceSettings, SinkRetry
 from cloud_bridge.decoded_cache import DecodedCache
 from cloud_bridge.durable_queue import DurableQueue, QueueStats, SourceQuota
 from cloud_bridge.erasure_tombstones import ErasedIds
 from cloud_bridge.ingest import Ingest
 from cloud_bridge.provenance import Provenance
+from cloud_bridge.receipt_publisher import ReceiptPublisher
 from cloud_bridge.retention import RetentionWorker
 from cloud_bridge.session_verdicts import STAGE_NAME, PendingSessionVerdicts
 from cloud_bridge.sink import Backoff, Sink, SinkCounters, SinkWorker
@@ -132,11 +134,11 @@ class Bridge:
             self.connection = MqttConnection(
                 cfg.mqtt, client_id=cfg.mqtt.client_id or f"thermoscreen-{self.node_id}", will=will, manual_ack=True
             )
-            publisher = SessionVerdictPublisher(self.connection)
-            sinks.append((publisher, SinkRetry(batch_items=50, backoff_min_s=0.5, backoff_max_s=10.0)))
+            sinks.append(self._publishing_sink(decoded))
+            stages = [STAGE_NAME] if self.computes_sessions else []
             self.queue = DurableQueue(
                 cfg.queue.path,
-                [*(s.name for s, _ in sinks), STAGE_NAME],
+                [*(s.name for s, _ in sinks), *stages],
                 max_items=cfg.queue.max_items,
                 max_bytes=cfg.queue.max_bytes,
                 quota=SourceQuota(cfg.queue.per_source.max_items, cfg.queue.per_source.max_bytes),
@@ -147,16 +149,25 @@ class Bridge:
             for sink, _ in sinks:
                 sink.close()
             raise
+        prov, cluster, archive_path = cfg.provenance, cfg.cluster, cfg.archive.path
+        queue = self.queue
+        provenance = queue.with_writer(lambda conn: provenance_gate(conn, prov, cluster, archive_path))
+        if not provenance.knows_owners:
+            with Archive(cfg.archive.path) as archive:
+                owners = [(r.session_id, r.device_id, r.patient_ref) for r in archive.sessions() if r.patient_ref]
+            queue.with_writer(lambda conn: provenance.seed_owners(conn, owners))
         # The session stage: a queue consumer of its own (rfid + verdict items), whose results
-        # go back into the queue for the sinks.
-        self.sessions = PendingSessionVerdicts(
-            self.queue,
-            cfg.sessions,
-            archive_path=cfg.archive.path,
-            archive_sink=archive_sink.name,
-            decode=decoded.decode,
-            erased=ErasedIds(cfg.erasure.tombstones),  # one per thread: it is not thread-safe
-        )
+        # go back into the queue for the sinks. A storage bridge has none (it queues no verdicts).
+        if self.computes_sessions:
+            self.sessions = PendingSessionVerdicts(
+                self.queue,
+                cfg.sessions,
+                archive_path=cfg.archive.path,
+                archive_sink=archive_sink.name,
+                decode=decoded.decode,
+                erased=ErasedIds(cfg.erasure.tombstones),  # one per thread: it is not thread-safe
+                held_at_intake=provenance.waits_for,
+            )
         for sink, retry in sinks:
             self.workers[sink.name] = SinkWorker(
                 sink,
@@ -165,14 +176,8 @@ class Bridge:
                 backoff=Backoff(retry.backoff_min_s, retry.backoff_max_s),
                 linger_s=retry.linger_ms / 1000.0,
             ).start()
-        self.sessions.start()
-        prov = cfg.provenance
-        queue = self.queue
-        provenance = queue.with_writer(lambda conn: provenance_gate(conn, prov))
-        if not provenance.knows_owners:
-            with Archive(cfg.archive.path) as archive:
-                owners = [(r.session_id, r.device_id, r.patient_ref) for r in archive.sessions() if r.patient_ref]
-            queue.with_writer(lambda conn: provenance.seed_owners(conn, owners))
+        if self.sessions is not None:
+            self.sessions.start()
         self.ingest = Ingest(
             self.queue,
             component=self.node_id,
@@ -186,13 +191,18 @@ class Bridge:
         ).start()
         # Handlers before connecting: a persistent session gets its queued messages right
         # after CONNACK, before any SUBSCRIBE of this connection.
-        receipts = [(f, self.connection.subscribe(f, self.ingest.handle, qos=1)) for f in SUBSCRIPTIONS]
+        filters = subscriptions(cfg.cluster.role, cfg.cluster.group)
+        receipts = [(f, self.connection.subscribe(f, self.ingest.handle, qos=1)) for f in filters]
         try:
             self.connection.start(wait=True)
         except BaseException:
             self.ingest.close_and_flush()
             self._stop_workers()
             raise
+        # A persistent session keeps the filters of an earlier role: drop those (a frame taken twice
+        # would only be stored once, but would cost the other bridges their share).
+        for stale in stale_subscriptions(cfg.cluster.role, cfg.cluster.group):
+            self.connection.unsubscribe(stale)
         self._publish_status(DeviceState.ONLINE)
         for topic_filter, receipt in receipts:
             if not receipt.wait(cfg.mqtt.connect_timeout_s) or not receipt.granted:
@@ -207,6 +217,23 @@ class Bridge:
             firestore = cfg.firestore if cfg.firestore.enabled else None
             self.retention = RetentionWorker(cfg.retention, archive=cfg.archive.path, firestore=firestore).start()
         return self
+
+    @property
+    def computes_sessions(self) -> bool:
+        """A single or sessions bridge computes the session verdicts; a storage bridge does not."""
+        return self.config.cluster.role != "storage"
+
+    def _publishing_sink(self, decoded: DecodedCache) -> tuple[Sink, SinkRetry]:
+        """What this bridge publishes from its queue: session verdicts, or (storage) frame receipts."""
+        assert self.connection is not None
+        if self.computes_sessions:
+            return SessionVerdictPublisher(self.connection), SinkRetry(
+                batch_items=50, backoff_min_s=0.5, backoff_max_s=10.0
+            )
+        linger = self.config.cluster.receipt_linger_ms
+        return ReceiptPublisher(self.connection, self.node_id, decoded=decoded), SinkRetry(
+            batch_items=1000, linger_ms=linger, backoff_min_s=0.2, backoff_max_s=10.0
+        )
 
     def _start_prometheus(self) -> None:
         if self.config.metrics.prometheus_port is None:
@@ -383,14 +410,47 @@ class Bridge:
         return self.queue.wait_empty(timeout)
 
 
-def provenance_gate(conn: sqlite3.Connection, settings: ProvenanceSettings) -> Provenance:
-    """The intake gate as the bridge config's `[provenance]` section sets it up (also the bench's)."""
+def provenance_gate(
+    conn: sqlite3.Connection,
+    settings: ProvenanceSettings,
+    cluster: ClusterSettings | None = None,
+    archive_path: Path | None = None,
+) -> Provenance:
+    """The intake gate as the bridge config's `[provenance]` and `[cluster]` set it up (also the bench's)."""
+    role = "single" if cluster is None else cluster.role
     return Provenance(
         conn,
+        rfid_claims_only=role != "single",
+        storage_role=role == "storage",
+        owner_lookup=None if archive_path is None or role == "single" else archived_owner(archive_path),
         approved_models=frozenset(settings.approved_models),
-        hold_s=settings.hold_s,
-        max_held=settings.max_held,
+        # A sessions bridge waits longer: a verdict there waits for a receipt another bridge sends.
+        hold_s=max(settings.hold_s, cluster.receipt_hold_s) if cluster and role == "sessions" else settings.hold_s,
+        max_held=max(settings.max_held, cluster.max_waiting_verdicts)
+        if cluster and role == "sessions"
+        else settings.max_held,
         frame_memory_s=settings.frame_memory_s,
         reoffer_s=settings.reoffer_s,
         max_reoffers=settings.max_reoffers,
     )
+
+
+def archived_owner(archive_path: Path) -> Callable[[str], tuple[str, str] | None]:
+    """Who owns a session according to the (shared) archive: the last word on a frame held too long.
+
+    Why: a bridge that joined after a session started never saw its rfid claim; the sessions
+    bridge stored it in the archive all bridges of the site share.
+    """
+
+    def lookup(session_id: str) -> tuple[str, str] | None:
+        try:
+            with Archive(archive_path) as archive:
+                record = archive.session(session_id)
+        except Exception:  # no archive yet, or it is busy: the frame is refused, with its reason
+            log.warning("cannot look up the owner of session %s in the archive", session_id, exc_info=True)
+            return None
+        if record is None or record.patient_ref is None:
+            return None
+        return record.device_id, record.patient_ref
+
+    return lookup

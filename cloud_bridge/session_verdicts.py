@@ -10,7 +10,8 @@ verdict), from which the archive sink (the one writer of the archive), the other
 the publisher store and send it.
 
 A session is complete when its `session_end` is in and either every frame the device
-reported has a verdict, or `grace_s` passed (late verdicts) and the stage has read
+reported has a verdict, or `grace_s` passed (late verdicts), intake holds none of its
+verdicts (several bridges: they wait there for their frame's receipt) and the stage has read
 everything queued up to that moment. Restart: what the stage held was in memory; the archive
 holds every rfid/verdict item the archive sink confirmed, so the stage waits until the
 archive has caught up with everything queued before the restart, reads the sessions without
@@ -76,7 +77,11 @@ class PendingSessionVerdicts:
         archive_sink: str,
         decode: Callable[[str, bytes], Decoded] = decode_item,
         erased: ErasedIds | None = None,
+        held_at_intake: Callable[[str], bool] | None = None,
     ) -> None:
+        """`held_at_intake(session_id)`: True while intake holds a verdict or frame of the session
+        (several bridges: a verdict waits there for its frame's receipt), so it is not judged yet."""
+        self._held_at_intake = held_at_intake
         self._queue = queue
         #: Erased patients: a session of theirs still in memory is dropped, never judged.
         self._erased = erased
@@ -191,6 +196,9 @@ class PendingSessionVerdicts:
         if not all_in:
             if now < session.deadline:
                 return
+            if self._held_at_intake is not None and self._held_at_intake(session_id):
+                return  # bounded by intake's hold: a verdict is released or refused by then
+            # (a storage bridge restarting: its frames' receipts come late, and so do their verdicts)
             # Everything queued until now must have been read before the session is judged.
             if session.mark is None:
                 session.mark = self._queue.last_id

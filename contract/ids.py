@@ -26,7 +26,7 @@ INCARNATION_BYTES = 8
 #: numbers are only unique until its spool is replaced. `new_incarnation` never returns it.
 LEGACY_INCARNATION = "0" * (2 * INCARNATION_BYTES)
 #: Topic levels that sit where a device id would and so cannot be device ids.
-RESERVED_DEVICE_IDS = frozenset({"nodes", "deadletter", "admin"})
+RESERVED_DEVICE_IDS = frozenset({"nodes", "deadletter", "admin", "reoffer", "bridges"})
 PATIENT_REF_HEX_CHARS = 16
 #: The largest integer any store (SQLite, InfluxDB: signed 64-bit) can hold. Every integer on the
 #: wire that gets stored -- sequence numbers, timestamps, counts -- must stay at or below it.

@@ -20,7 +20,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from contract.errors import ContractError
 from contract.ids import (
@@ -216,6 +216,48 @@ class NodeMetrics(_Message):
     ts_ns: TimestampNs
     values: dict[MetricName, MetricValue] = Field(max_length=64)
     model_version: Annotated[str, _text(64)] | None = None
+
+
+#: Frames one receipts message names at most: at about 25 bytes a frame and 200 bytes a group this
+#: keeps a message far below MAX_JSON_BYTES (64 KiB) even when every frame is in its own group.
+MAX_RECEIPT_FRAMES = 250
+
+
+class ReceiptGroup(BaseModel):
+    """Frames of one device incarnation and session that a storage bridge committed together."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    device_id: DeviceId
+    incarnation: Incarnation
+    session_id: SessionId | None = None
+    patient_ref: PatientRef | None = None
+    seqs: list[Seq] = Field(min_length=1, max_length=MAX_RECEIPT_FRAMES)
+    #: When the bridge received them (its commit's time): frame keys are remembered from here.
+    received_ns: TimestampNs
+
+
+class FrameReceipts(_Message):
+    """On `thermo/v1/bridges/<bridge>/receipts`: frames a storage bridge holds durably.
+
+    Why: with several bridges behind a shared subscription a frame and its verdict reach
+    different bridges; the sessions bridge checks verdicts against these receipts instead of
+    the frames themselves (a sixtieth of the bytes). Published only after the commit, from the
+    bridge's own queue, so a receipt never names a frame that could still be lost.
+    """
+
+    bridge_id: NodeId
+    groups: list[ReceiptGroup] = Field(min_length=1, max_length=MAX_RECEIPT_FRAMES)
+
+    @property
+    def frames(self) -> int:
+        return sum(len(g.seqs) for g in self.groups)
+
+    @model_validator(mode="after")
+    def _bounded_total(self) -> FrameReceipts:
+        if self.frames > MAX_RECEIPT_FRAMES:
+            raise ValueError(f"names {self.frames} frames, at most {MAX_RECEIPT_FRAMES} per message")
+        return self
 
 
 class DeadLetter(_Message):

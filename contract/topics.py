@@ -62,6 +62,12 @@ def reoffer_topic(device_id: str) -> str:
     return f"{ROOT}/reoffer/{validate_device_id(device_id)}/{DeviceChannel.FRAME.value}"
 
 
+def receipts_topic(bridge_id: str) -> str:
+    """Where a storage bridge publishes which frames it committed (several bridges: docs/scaling.md);
+    only bridge accounts may write here, each under its own node id."""
+    return f"{ROOT}/bridges/{validate_node_id(bridge_id)}/receipts"
+
+
 def deadletter_topic(component: str) -> str:
     return f"{ROOT}/deadletter/{validate_node_id(component)}"
 
@@ -79,6 +85,7 @@ ALL_NODE_STATUS = f"{ROOT}/nodes/+/status"
 ALL_NODE_METRICS = f"{ROOT}/nodes/+/metrics"
 ALL_DEADLETTERS = f"{ROOT}/deadletter/+"
 ALL_REOFFERS = f"{ROOT}/reoffer/+/{DeviceChannel.FRAME.value}"
+ALL_RECEIPTS = f"{ROOT}/bridges/+/receipts"
 
 
 def shared(group: str, topic_filter: str) -> str:
@@ -91,7 +98,7 @@ def shared(group: str, topic_filter: str) -> str:
 class TopicInfo:
     """What a concrete topic addresses."""
 
-    scope: str  # "device", "node", "deadletter" or "admin"
+    scope: str  # "device", "node", "bridge", "deadletter" or "admin"
     channel: str
     device_id: str | None = None
     node_id: str | None = None
@@ -116,6 +123,10 @@ def parse_topic(topic: str) -> TopicInfo:
         if len(rest) != 3 or rest[2] != DeviceChannel.FRAME.value:
             raise ContractError(f"topic {topic!r}: expected {ROOT}/reoffer/<device_id>/frame")
         return TopicInfo("device", rest[2], device_id=validate_device_id(rest[1]))
+    if rest[0] == "bridges":
+        if len(rest) != 3 or rest[2] != "receipts":
+            raise ContractError(f"topic {topic!r}: expected {ROOT}/bridges/<node_id>/receipts")
+        return TopicInfo("bridge", "receipts", node_id=validate_node_id(rest[1]))
     if rest[0] == "admin":
         if topic != ADMIN_MODEL_TOPIC:
             raise ContractError(f"topic {topic!r}: unknown admin topic")

@@ -85,6 +85,15 @@ MONITOR_NAME = "monitor"
 PASSWORD_ENV = "THERMOSCREEN_MQTT_PASSWORD"
 
 
+def bridge_name(k: int) -> str:
+    """The component name of bridge k (1-based): `bridge`, `bridge-2`, ..."""
+    return BRIDGE if k == 1 else f"{BRIDGE}-{k}"
+
+
+def bridge_node_id(k: int) -> str:
+    return BRIDGE_NODE_ID if k == 1 else f"{BRIDGE_NODE_ID}-{k}"
+
+
 def shipped_model_dir() -> Path:
     """The model the repository ships (`contract/model/shipped/thermal`); the inference nodes' default."""
     return REPO_ROOT / "contract" / "model" / "shipped" / "thermal"
@@ -100,6 +109,9 @@ class StackOptions:
     sessions: SessionPlan | None = field(default_factory=SessionPlan)
     anonymous_capture: bool = False
     bridge: bool = True
+    #: Bridges: 1 (role single), or a `sessions` bridge plus `bridges - 1` `storage` bridges
+    #: sharing the frames (`[cluster]`), one archive file and one TSDB.
+    bridges: int = 1
     influx_url: str | None = None
     tsdb: bool = False
     durable: bool = False
@@ -119,6 +131,8 @@ class StackOptions:
             raise ValueError(f"inference nodes must be 0..99, got {self.nodes}")
         if not self.rate_hz > 0:
             raise ValueError(f"rate_hz must be positive, got {self.rate_hz}")
+        if not 1 <= self.bridges <= 8:
+            raise ValueError(f"bridges must be 1..8, got {self.bridges}")
         if self.influx_url is not None and self.tsdb:
             raise ValueError("give either influx_url or tsdb=True, not both")
 
@@ -219,7 +233,7 @@ class LocalStack:
                 self.tsdb = LocalVictoriaMetrics(self.workdir / "tsdb" / "data").start()
             services = []
             if self.options.bridge:
-                services.append(self._spawn_bridge())
+                services += [self._spawn_bridge(k) for k in range(1, self.options.bridges + 1)]
             for _ in range(self.options.nodes):
                 services.append(self._spawn_inference())
             self.wait_online(services)
@@ -259,7 +273,7 @@ class LocalStack:
         drain_s = time.monotonic() - started
         codes.update(self._stop_group(self.node_ids, stop_timeout_s))
         if self.options.bridge:
-            codes.update(self._stop_group([BRIDGE], stop_timeout_s))
+            codes.update(self._stop_group(self.bridge_names, stop_timeout_s))
         traffic = self.monitor.snapshot()
         archive = self.archive_counts() if self.options.bridge else {}
         self.close()
@@ -343,23 +357,30 @@ class LocalStack:
         env = {PASSWORD_ENV: creds.password, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         return self.supervisor.spawn(name, args, env=env, cwd=self.workdir)
 
-    def _spawn_bridge(self) -> str:
-        creds = self.accounts[BRIDGE] = self.provision(Role.BRIDGE, BRIDGE_NODE_ID)
+    @property
+    def bridge_names(self) -> list[str]:
+        """Component names of the bridges: `bridge` (the single or sessions one), `bridge-2`, ..."""
+        return [bridge_name(k) for k in range(1, self.options.bridges + 1)] if self.options.bridge else []
+
+    def _spawn_bridge(self, k: int = 1) -> str:
+        name, node_id = bridge_name(k), bridge_node_id(k)
+        creds = self.accounts[name] = self.provision(Role.BRIDGE, node_id)
+        role = "single" if self.options.bridges == 1 else ("sessions" if k == 1 else "storage")
         config = stack_configs.bridge_config(
-            node_id=BRIDGE_NODE_ID,
+            node_id=node_id,
             url=self.tls_url,
             creds=creds,
-            queue=self.queue_path,
+            queue=self.queue_path if k == 1 else self.data_dir / f"bridge-queue-{k}.sqlite",
             archive=self.archive_path,
             influx_url=self.influx_url,
             metrics_interval_s=self.options.metrics_interval_s,
             session_grace_s=self.options.session_grace_s,
             durable=self.options.durable,
-            overrides=self.options.bridge_overrides,
+            overrides={"cluster.role": role, **self.options.bridge_overrides},
         )
-        path = self._write_config(BRIDGE, config)
-        self._spawn(BRIDGE, ["bridge", "--config", str(path), "--progress-s", "5", "--json"], creds)
-        return BRIDGE
+        path = self._write_config(name, config)
+        self._spawn(name, ["bridge", "--config", str(path), "--progress-s", "5", "--json"], creds)
+        return name
 
     def _spawn_inference(self, name: str | None = None) -> str:
         if name is None:
@@ -490,8 +511,8 @@ class LocalStack:
 
     def _status_of(self, snap: TrafficSnapshot, name: str) -> DeviceSnapshot | NodeSnapshot | None:
         """What the monitor knows of component `name` (the bridge under its node id)."""
-        if name == BRIDGE:
-            return snap.node(BRIDGE_NODE_ID)
+        if name in self.bridge_names:
+            return snap.node(bridge_node_id(self.bridge_names.index(name) + 1))
         if name in self.node_ids:
             return snap.node(name)
         return snap.device(name)
@@ -519,5 +540,5 @@ class LocalStack:
             f"{len(self.node_ids)} inference nodes",
         ]
         if self.options.bridge:
-            parts.append(f"bridge (archive {self.archive_path})")
+            parts.append(f"{self.options.bridges} bridge(s) (archive {self.archive_path})")
         return ", ".join(parts) + f"; pid {os.getpid()}, logs in {self.log_dir}"

@@ -57,7 +57,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     forget.add_argument("ref", metavar="REF", help="patient_ref (16 hex)")
     forget.add_argument("--reason", required=True, help="why (goes in the audit log), e.g. 'erasure request 2026-12'")
     forget.add_argument(
-        "--bridge-config", type=Path, required=True, help="the bridge's TOML (the one `thermoscreen bridge` reads)"
+        "--bridge-config",
+        type=Path,
+        required=True,
+        action="append",
+        help="the bridge's TOML (the one `thermoscreen bridge` reads); several bridges: give each one's",
     )
     forget.add_argument("--reports-dir", type=Path, required=True, help="where HTML reports are written")
     forget.set_defaults(run=run_forget)
@@ -82,28 +86,33 @@ def run_forget(args: argparse.Namespace) -> int:
     audit.current_actor(args.actor)
     if not args.reason.strip():
         raise ValueError("--reason: must not be empty")
-    config = load_config(args.bridge_config)
+    configs = [load_config(path) for path in args.bridge_config]
+    config = configs[0]
     Registry(args.registry, None).close()  # refuse a wrong path before anything is erased
     log_path = clinic_cli.audit_path(args)
     audit.append(log_path, "forget", actor=args.actor, patient_ref=ref, reason=args.reason,
                  detail={"status": "attempted"})  # fmt: skip
     stores: dict[str, Any] = {}
     sessions: set[str] = set()
-    for store, path, find in (
-        ("queue", config.queue.path, erasure.sessions_queue),
-        ("archive", config.archive.path, erasure.sessions_archive),
-    ):
-        try:
-            sessions |= find(path, ref)
-        except erasure.StoreUnavailableError as exc:
-            stores[store] = {"status": "failed", "error": exc.reason}
-    tombstones = erasure_tombstones.add(config.erasure.tombstones, ref, sessions)
+    queues = _named("queue", [c.queue.path for c in configs])
+    archives = _named("archive", [c.archive.path for c in configs])
+    for stores_of_kind, find in ((queues, erasure.sessions_queue), (archives, erasure.sessions_archive)):
+        for store, path in stores_of_kind.items():
+            try:
+                sessions |= find(path, ref)
+            except erasure.StoreUnavailableError as exc:
+                stores[store] = {"status": "failed", "error": exc.reason}
+    tombstones = 0
+    for path in dict.fromkeys(c.erasure.tombstones for c in configs):  # every bridge drops her late messages
+        tombstones += erasure_tombstones.add(path, ref, sessions)
     time.sleep(erasure_tombstones.REFRESH_S + TOMBSTONE_MARGIN_S)
-    if "queue" not in stores:
-        _step(stores, "queue", lambda: erasure.erase_queue(config.queue.path, ref, sessions))
-    if "archive" not in stores:
-        _step(stores, "archive", lambda: erasure.erase_archive(config.archive.path, ref, sessions))
-    if config.influx.enabled:
+    for store, path in queues.items():
+        if store not in stores:
+            _step(stores, store, lambda p=path: erasure.erase_queue(p, ref, sessions))  # type: ignore[misc]
+    for store, path in archives.items():
+        if store not in stores:
+            _step(stores, store, lambda p=path: erasure.erase_archive(p, ref, sessions))  # type: ignore[misc]
+    if config.influx.enabled:  # the site's one TSDB and Firestore: the first config names them
         _step(stores, "influx", lambda: erasure.erase_influx(config.influx, config.erasure.influx_api, ref, sessions))
     else:
         stores["influx"] = {"status": "not configured"}
@@ -137,6 +146,14 @@ def run_forget(args: argparse.Namespace) -> int:
         print(f"thermoscreen patients forget: incomplete: {errors}; run it again to finish", file=sys.stderr)
         return EXIT_INCOMPLETE
     return 0
+
+
+def _named(store: str, paths: list[Path]) -> dict[str, Path]:
+    """One store name per distinct path: `queue` alone, or `queue-1`, `queue-2`, ... for several bridges."""
+    distinct = list(dict.fromkeys(paths))
+    if len(distinct) == 1:
+        return {store: distinct[0]}
+    return {f"{store}-{k + 1}": path for k, path in enumerate(distinct)}
 
 
 def _text(receipt: dict[str, Any]) -> str:

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from broker.provisioning import add_device
-from contract.topics import ROOT
+from contract.topics import ALL_SESSION_VERDICTS, ROOT
 from devtools.bench.common import Progress, in_workdir
 from devtools.bench.cpu_meter import CpuMeter, cores, find_child
 from devtools.bench.landed import StoredFrames, archive_frames
+from devtools.bench.session_check import PublishedSessionVerdicts, check_sessions
 from devtools.load_client import LoadGeneratorProcess
 from devtools.load_generator import DeviceAccount
 
@@ -55,6 +56,8 @@ class E2eOptions:
     #: True: each generator drives its connections from one thread (devtools.load_loop); False: a paho
     #: thread per device, as before.
     single_loop: bool = True
+    #: Bridges sharing the frames: 1 (a single bridge), or a sessions bridge and N-1 storage bridges.
+    bridges: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.devices <= 500:
@@ -69,6 +72,10 @@ class E2eOptions:
             raise ValueError(f"--load-procs must be 1..min(32, devices), got {self.generators}")
         if self.warmup_s < 0:
             raise ValueError(f"--warmup must not be negative, got {self.warmup_s}")
+        if not 1 <= self.bridges <= 4:
+            raise ValueError(f"--bridges must be 1..4, got {self.bridges}")
+        if self.bridges > 1 and not self.store:
+            raise ValueError("--bridges needs the store (it cannot be combined with --no-store)")
 
 
 def provision_devices(stack: Any, ids: list[str]) -> list[DeviceAccount]:
@@ -161,6 +168,7 @@ def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, An
         nodes=options.nodes,
         tsdb=options.store,
         bridge=options.store,
+        bridges=options.bridges,
         sessions=None,
         anonymous_capture=True,
         model_dir=options.model_dir,
@@ -168,7 +176,8 @@ def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, An
         session_grace_s=0.5,
     )
     load_avg = round(os.getloadavg()[0], 2)  # other work on the machine skews every timing
-    store = ", bridge, VictoriaMetrics" if options.store else " (no bridge, no TSDB)"
+    bridges = f"{options.bridges} bridges sharing the frames" if options.bridges > 1 else "bridge"
+    store = f", {bridges}, VictoriaMetrics" if options.store else " (no bridge, no TSDB)"
     progress(f"starting the stack: secured Mosquitto, {options.nodes} inference node(s){store}")
     t_stack = time.monotonic()
     with LocalStack(workdir / "stack", stack_options) as stack:
@@ -178,6 +187,8 @@ def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, An
         # fans every frame out to and ~20% of a core in this process. Everything is online
         # now, so it stops listening; latency is measured at the devices.
         stack.monitor.connection.unsubscribe(f"{ROOT}/#").wait(5.0)
+        published = PublishedSessionVerdicts()  # a few messages: one per device's session
+        stack.monitor.connection.subscribe(ALL_SESSION_VERDICTS, published.handle, qos=1).wait(5.0)
         ids = [f"{options.device_prefix}-{i + 1}" for i in range(options.devices)]
         accounts = provision_devices(stack, ids)
         n_gen = options.generators or auto_generators(options.devices * options.rate, options.devices)
@@ -223,8 +234,10 @@ def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, An
             stored = _wait_archived(stack.archive_path, result["frames_per_device"], options.drain_s)
             window = (window_start, window_end)
             node_ms = _node_latencies(stack.archive_path, list(result["frames_per_device"]), window)
+            progress("waiting for every session's verdict")
+            sessions = check_sessions(stack.archive_path, ids, published, options.drain_s)
         else:
-            stored, node_ms = None, []
+            stored, node_ms, sessions = None, [], {}
     missing_verdicts = {d: set(s) for d, s in result["missing_verdicts"].items()}
     lost = 0
     for device, n in result["frames_per_device"].items():
@@ -243,6 +256,7 @@ def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, An
         "p99_ms": result["p99_ms"],
         "max_ms": result["max_ms"],
         "nodes": options.nodes,
+        "bridges": options.bridges,
         "lost": lost,
         # Where the time goes: the nodes' own receipt-to-publish time (from the stored verdicts).
         "node_p50_ms": _percentile(node_ms, 50),
@@ -265,6 +279,7 @@ def _run(options: E2eOptions, workdir: Path, progress: Progress) -> dict[str, An
         "machine_cpu": meter.machine_pct,
         "transport": "loopback, TLS, one MQTT connection per device, QoS 1",
         **server_cost(cpu_s, result["verdicts_in_window"]),
+        **sessions,
     }
     # The load generator may fall short of the asked rate (its own CPU, a busy machine): say so.
     out["offered_as_asked"] = out["offered_fps"] >= OFFERED_SHARE * out["asked_fps"]

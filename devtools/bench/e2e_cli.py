@@ -64,6 +64,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="run without the bridge and TSDB: the verdict path alone (what does storage cost the latency?)",
     )
+    parser.add_argument(
+        "--bridges",
+        type=int,
+        default=1,
+        help="bridges sharing the frames (shared subscription): one sessions bridge plus N-1 storage "
+        "bridges, one archive (default 1: a single bridge)",
+    )
     parser.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
     parser.add_argument("--workdir", type=Path, help="keep configs, logs and data here (default: a temp dir)")
     parser.set_defaults(run=run)
@@ -86,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         store=args.store,
         generators=args.load_procs,
         single_loop=args.single_loop,
+        bridges=args.bridges,
     )
     result = run_e2e(options, _progress)
     if args.json:

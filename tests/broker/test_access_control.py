@@ -131,7 +131,8 @@ def test_device_cannot_publish_on_another_devices_topics(secure_broker: SecureBr
         seen_by_b, seen_by_bridge = Collector(), Collector()
         subscribe_and_wait(conn_b, t.verdict_topic("pi-b"), seen_by_b)
         subscribe_and_wait(conn_bridge, f"{t.ROOT}/#", seen_by_bridge)
-        for topic in (t.frame_topic("pi-b"), t.rfid_topic("pi-b"), t.status_topic("pi-b"), t.verdict_topic("pi-b")):
+        forged = (t.frame_topic("pi-b"), t.rfid_topic("pi-b"), t.status_topic("pi-b"), t.verdict_topic("pi-b"))
+        for topic in (*forged, t.receipts_topic("main"), t.receipts_topic("pi-a")):  # nor a bridge's receipts
             assert _publish(conn_a, topic, b"forged") == NOT_AUTHORIZED, topic
         assert _publish(conn_a, t.frame_topic("pi-a"), _frame("pi-a", 1)) == 0  # its own: accepted
         seen_by_bridge.wait_until(lambda msgs: t.frame_topic("pi-a") in [m.topic for m in msgs], 5, "own frame")
@@ -261,6 +262,7 @@ def test_inference_reads_frames_and_writes_verdicts_but_not_frames(secure_broker
             t.session_verdict_topic("pi-a"),
             t.node_topic("gpu-2", t.NodeChannel.STATUS),
             t.deadletter_topic("bridge"),
+            t.receipts_topic("gpu-1"),
             t.ADMIN_MODEL_TOPIC,
         ]
         assert all(_publish(conn_inf, topic, b"x") in ACCEPTED for topic in allowed)
@@ -280,8 +282,10 @@ def test_bridge_rights(secure_broker: SecureBroker) -> None:
             t.node_topic("main", t.NodeChannel.METRICS),
             t.deadletter_topic("bridge"),
             t.deadletter_topic("main"),
+            t.receipts_topic("main"),  # several bridges: its frame receipts, under its own node id only
         ]
         denied = [
+            t.receipts_topic("main-2"),
             t.frame_topic("pi-a"),
             t.verdict_topic("pi-a"),
             t.status_topic("pi-a"),

@@ -76,6 +76,10 @@ def test_queue_erasure_removes_her_pending_items_dead_letters_and_intake_state(t
         conn.execute(
             "INSERT INTO held_verdicts VALUES ('dev-a', 'x', 9, ?, ?, 1, 'dev-a')", (verdict.topic, verdict.payload)
         )
+        for s in (her, other):  # several bridges: a frame waiting for its session's claim
+            frame = queue_items(s)[1]
+            row = (s.session_id, frame.topic, frame.payload, s.device_id)
+            conn.execute("INSERT INTO held_frames VALUES (?, ?, ?, 1, ?)", row)
 
     queue.with_writer(provenance_rows)
     queue.close()
@@ -84,7 +88,10 @@ def test_queue_erasure_removes_her_pending_items_dead_letters_and_intake_state(t
 
     removed = erasure.erase_queue(path, HER, sessions)
 
-    assert removed == {"items": 8, "deadletters": 2, "held_verdicts": 1, "session_owners": 1, "frame_keys": 1}
+    assert removed == {
+        "items": 8, "deadletters": 2, "held_verdicts": 1, "held_frames": 1, "session_owners": 1, "frame_keys": 1
+    }  # fmt: skip
+    assert _rows(path, "SELECT session_id FROM held_frames") == [(other.session_id,)]
     assert len(_rows(path, "SELECT * FROM items")) == len(other_items)
     assert [r[0] for r in _rows(path, "SELECT detail FROM deadletters")] == ["bad"]
     assert _rows(path, "SELECT patient_ref FROM session_owners") == [(OTHER,)]

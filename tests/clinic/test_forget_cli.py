@@ -119,3 +119,37 @@ def test_an_unreachable_firestore_is_named_and_the_rest_erased(
     receipt = json.loads(out.stdout)
     assert receipt["failed"] == ["firestore"] and receipt["stores"]["archive"]["removed"]["sessions"] == 1
     assert receipt["stores"]["registry"]["status"] == "kept"
+
+
+def test_several_bridges_each_queue_and_the_shared_archive_are_erased(
+    tmp_path: Path, registry_key: bytes, site_key: bytes
+) -> None:
+    from cloud_bridge.durable_queue import DurableQueue
+    from tests.clinic.erasure_helpers import queue_items
+
+    registry = tmp_path / "clinic" / "patients.sqlite"
+    ref = _enrol(registry, registry_key, site_key)
+    shared = {"archive": {"path": str(tmp_path / "archive.sqlite")}, "erasure": {"tombstones": str(tmp_path / "e.txt")}}
+    configs: list[Path] = []
+    for name in ("a", "b"):
+        queue_path = tmp_path / name / "queue.sqlite"
+        queue_path.parent.mkdir()
+        queue = DurableQueue(queue_path, ["archive"])
+        queue.append(queue_items(sessions_of(ref, f"cli-{name}", 1)[0]))  # each bridge took some of her messages
+        queue.close()
+        path = tmp_path / f"{name}.toml"
+        path.write_text(tomli_w.dumps({"queue": {"path": str(queue_path)}, **shared}))
+        configs += [Path("--bridge-config"), path]
+    fill_archive(tmp_path / "archive.sqlite", sessions_of(ref, "cli-a", 1))
+
+    out = _cli("forget", ref, "--registry", str(registry), "--reason", "request", *map(str, configs),
+               "--reports-dir", str(tmp_path / "r"), "--json")  # fmt: skip
+
+    assert out.returncode == 0, out.stderr
+    receipt = json.loads(out.stdout)
+    assert receipt["complete"] and {"queue-1", "queue-2", "archive"} <= set(receipt["stores"])
+    for name in ("queue-1", "queue-2"):
+        assert receipt["stores"][name]["removed"]["items"] > 0
+    for name in ("a", "b"):
+        raw = (tmp_path / name / "queue.sqlite").read_bytes()
+        assert ref.encode() not in raw and bytes.fromhex(ref) not in raw

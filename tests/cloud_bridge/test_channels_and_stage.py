@@ -9,7 +9,7 @@ from pathlib import Path
 from cloud_bridge import archive_sink, firestore_sink, line_protocol
 from cloud_bridge.archive import Archive
 from cloud_bridge.archive_sink import ArchiveSink
-from cloud_bridge.channels import BY_KIND, CHANNELS, SUBSCRIPTIONS, Kind
+from cloud_bridge.channels import BY_KIND, CHANNELS, NEVER_QUEUED, SUBSCRIPTIONS, Kind, SessionOutcome
 from cloud_bridge.config import SessionSettings
 from cloud_bridge.durable_queue import DurableQueue, NewItem
 from cloud_bridge.session_verdicts import STAGE_NAME, PendingSessionVerdicts
@@ -22,7 +22,9 @@ from devtools.synthetic_stream import make_session
 def test_every_kind_has_one_channel_and_every_sink_handles_only_registered_kinds() -> None:
     assert set(BY_KIND) == {k.value for k in Kind} and len(CHANNELS) == len(Kind)
     assert len(set(SUBSCRIPTIONS)) == len(SUBSCRIPTIONS) == sum(c.subscription is not None for c in CHANNELS)
-    assert set(line_protocol._HANDLERS) == set(BY_KIND)  # Influx writes every kind (or says why not)
+    queued = set(BY_KIND) - NEVER_QUEUED
+    assert set(line_protocol._HANDLERS) == queued  # Influx writes every queued kind (or says why not)
+    assert {Kind.RECEIPTS} == NEVER_QUEUED
     assert set(BY_KIND) >= archive_sink.ARCHIVE_KINDS and set(BY_KIND) >= firestore_sink.FIRESTORE_KINDS
 
 
@@ -63,4 +65,37 @@ def test_a_session_without_verdicts_is_closed_through_the_queue(tmp_path: Path) 
         record = archive.session(session.session_id)
         assert record is not None and record.rule == "no-verdicts" and record.verdict_ns is not None
         assert archive.pending_sessions() == []
+    queue.close()
+
+
+def test_the_stage_does_not_judge_a_session_while_intake_holds_one_of_its_verdicts(tmp_path: Path) -> None:
+    """Several bridges: a verdict waits at intake for its frame's receipt; the session waits for it."""
+    queue = DurableQueue(tmp_path / "q.sqlite", [STAGE_NAME, "archive"])
+    session = make_session("held-1", 2, seed=9)
+    held = {session.session_id}
+    queue.append(
+        [
+            NewItem(Kind.RFID, rfid_topic("held-1"), encode_message(session.start), 0),
+            NewItem(Kind.VERDICT, "t", encode_message(session.verdicts[0]), 0),
+            NewItem(Kind.RFID, rfid_topic("held-1"), encode_message(session.end), 0),
+        ]
+    )
+    stage = PendingSessionVerdicts(
+        queue,
+        SessionSettings(grace_s=0.0, max_wait_s=60.0),
+        archive_path=tmp_path / "archive.sqlite",
+        archive_sink=STAGE_NAME,
+        held_at_intake=lambda session_id: session_id in held,
+    )
+    stage._startup_mark = None  # nothing to resume: a fresh queue
+    for _ in range(3):
+        stage.step()
+    assert stage.published == 0 and stage.pending == [session.session_id]  # grace is over, but one is held
+    queue.append([NewItem(Kind.VERDICT, "t", encode_message(session.verdicts[1]), 0)])  # released...
+    held.clear()  # ... and committed
+    stage.step()
+    stage.step()
+    assert stage.published == 1
+    [outcome] = [i for i in queue.read("archive", max_items=10).items if i.kind == Kind.SESSION_OUTCOME]
+    assert SessionOutcome.model_validate_json(outcome.payload).verdict.frames == 2  # both verdicts counted
     queue.close()

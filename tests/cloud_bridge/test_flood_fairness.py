@@ -23,6 +23,8 @@ from tests.cloud_bridge.helpers import bridge_config, publish_all, wait_until
 from tests.mqtt_helpers import connect
 
 FLOOD_S = 2.0
+#: The flood stops here too: its size then does not depend on how fast this machine publishes (34k-69k in 2 s).
+FLOOD_MAX = 12_000
 QUOTA_ITEMS = 300
 
 
@@ -41,7 +43,7 @@ def test_a_flooding_device_cannot_push_other_devices_data_out(mosquitto: LocalMo
     try:
         end = time.monotonic() + FLOOD_S
         calm_messages = list(calm.ordered_messages())
-        while time.monotonic() < end:
+        while time.monotonic() < end and sent < FLOOD_MAX:
             for _ in range(200):
                 flooder.publish(status_topic("flood-1"), status, qos=0 if sent % 2 else 1)
                 flooder.publish(status_topic("flood-1"), b"not json", qos=0)  # invalid ones too
@@ -63,7 +65,9 @@ def test_a_flooding_device_cannot_push_other_devices_data_out(mosquitto: LocalMo
         bridge.stop()
     assert sent >= 1000, f"the flood was too small to test anything ({sent} messages)"
     # The flood was cut at the device's quota; nothing of anybody was pushed out of the queue.
-    assert set(summary.dropped_by_source) == {"flood-1"}
+    # The bridge's own dead letters about the flood come back on its deadletter topic and are held to the
+    # same quota (each is in the dead-letter table already); a long run reaches it. Nobody else is cut.
+    assert set(summary.dropped_by_source) - {"deadletter/bridge"} == {"flood-1"}, summary.dropped_by_source
     assert held.dropped == 0, "the global bound dropped items: the quota did not hold the flood"
     # Influx is down, so the queue still holds everything accepted: all of calm-1, flood-1 at its quota.
     with sqlite3.connect(config.queue.path) as queue_db:
