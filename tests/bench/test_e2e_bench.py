@@ -40,3 +40,23 @@ def test_e2e_bench_small_prints_one_sane_json_object(tmp_path: Path, bench_serve
     assert result["server_cpu_ms_per_frame"] == pytest.approx(sum(per_frame.values()), abs=1e-3)
     assert result["pipeline_vs_broker"] >= 1.0
     assert result["asked_fps"] == devices * rate and isinstance(result["offered_as_asked"], bool)
+    assert result["bridges"] == 1 and result["sessions_ok"] is True
+
+
+def test_e2e_bench_with_two_bridges_stores_everything_and_judges_each_session_once(
+    tmp_path: Path, bench_servers: None
+) -> None:
+    devices = 4
+    result = run_bench(
+        ["e2e", "--devices", str(devices), "--rate", "5", "--duration", "3", "--warmup", "1", "--bridges", "2"],
+        tmp_path,
+        240,
+    )
+    assert result["bridges"] == 2 and result["lost"] == 0
+    assert result["offered"] == result["verdicts"] == result["stored"] > 0
+    # Both bridges worked (the frames are shared), and both count in the server side's cost.
+    assert {"bridge", "bridge-2"} <= set(result["cpu_ms_per_frame"])
+    assert result["cpu"]["bridge"] > 0 and result["cpu"]["bridge-2"] > 0
+    assert result["sessions"] == result["sessions_expected"] == devices
+    assert result["sessions_from_all_frames"] == devices and result["sessions_computed_twice"] == 0
+    assert result["sessions_ok"] is True
