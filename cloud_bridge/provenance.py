@@ -93,6 +93,9 @@ class Refused:
 FrameKey = tuple[str, str, int]
 #: `_claim`'s answer for a session nobody claimed yet when only rfid events may claim (held, not refused).
 _UNCLAIMED = Refused(RejectReason.SESSION_UNCLAIMED, "no rfid event claimed its session")
+#: Frames of unclaimed sessions one device may have waiting at most (several bridges): its rfid
+#: event normally comes first, so a device with this many waiting is naming sessions nobody opens.
+MAX_HELD_FRAMES_PER_SOURCE = 500
 _NO_FRAME_IN_TIME = Refused(RejectReason.VERDICT_NO_FRAME, "its frame did not arrive in time")
 
 
@@ -227,8 +230,11 @@ class Provenance:
             _HeldFrame(NewItem(Kind.FRAME.value, str(t), bytes(b), int(r), str(src)), str(sid))
             for sid, t, b, r, src in conn.execute("SELECT * FROM held_frames ORDER BY rowid")
         ]
+        #: Held frames per source (device): one device cannot fill the hold (MAX_HELD_FRAMES_PER_SOURCE).
+        self._held_by_source: dict[str, int] = {}
         for held in self._held_frames:
             self._count_session(held.session_id, +1)
+            self._held_by_source[held.item.source] = self._held_by_source.get(held.item.source, 0) + 1
         #: State changes decided since the last commit, in order: (SQL, parameters).
         self._pending: list[tuple[str, tuple[object, ...]]] = []
 
@@ -378,6 +384,11 @@ class Provenance:
         if len(self._held_frames) >= self._max_held:
             detail = "no rfid event claimed its session (the hold is full)"
             return Decision(Refused(RejectReason.SESSION_UNCLAIMED, detail))
+        if self._held_by_source.get(item.source, 0) >= MAX_HELD_FRAMES_PER_SOURCE:
+            # One device naming made-up sessions must not fill the hold the others' frames need.
+            detail = f"no rfid event claimed its session (this device has {MAX_HELD_FRAMES_PER_SOURCE} frames waiting)"
+            return Decision(Refused(RejectReason.SESSION_UNCLAIMED, detail))
+        self._held_by_source[item.source] = self._held_by_source.get(item.source, 0) + 1
         self._held_frames.append(_HeldFrame(item, session_id))
         self._count_session(session_id, +1)
         row = (session_id, item.topic, item.payload, item.received_ns, item.source)
@@ -393,7 +404,7 @@ class Provenance:
             return Decision()
         self._held_frames = [h for h in self._held_frames if h.session_id != session_id]
         for held in mine:
-            self._count_session(held.session_id, -1)
+            self._unhold_frame(held)
         self._pending.append(("DELETE FROM held_frames WHERE session_id=?", (session_id,)))
         decision = Decision()
         for held in mine:
@@ -481,14 +492,24 @@ class Provenance:
         if late:
             self._pending.append(("DELETE FROM held_verdicts WHERE received_ns < ?", (cutoff,)))
             decision.rejected.extend((item, _NO_FRAME_IN_TIME) for item in late)
-        late_frames = [h for h in self._held_frames if h.item.received_ns < cutoff]
+        # Held frames are in arrival order: the late ones are at the front (no scan of all of them).
+        first_kept = next((k for k, h in enumerate(self._held_frames) if h.item.received_ns >= cutoff), None)
+        late_frames = self._held_frames[: len(self._held_frames) if first_kept is None else first_kept]
         if late_frames:
-            self._held_frames = [h for h in self._held_frames if h.item.received_ns >= cutoff]
+            del self._held_frames[: len(late_frames)]
             self._pending.append(("DELETE FROM held_frames WHERE received_ns < ?", (cutoff,)))
             for held in late_frames:
-                self._count_session(held.session_id, -1)
+                self._unhold_frame(held)
                 decision.take(self._late_frame(held))
         return decision
+
+    def _unhold_frame(self, held: _HeldFrame) -> None:
+        self._count_session(held.session_id, -1)
+        left = self._held_by_source.get(held.item.source, 0) - 1
+        if left > 0:
+            self._held_by_source[held.item.source] = left
+        else:
+            self._held_by_source.pop(held.item.source, None)
 
     def _late_verdicts(self, cutoff: int) -> list[NewItem]:
         """Held verdicts received before `cutoff`, taken out; from the front of the arrival order only.

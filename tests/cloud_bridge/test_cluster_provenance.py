@@ -14,7 +14,7 @@ from dataclasses import replace
 from cloud_bridge.channels import Kind
 from cloud_bridge.durable_queue import NewItem
 from cloud_bridge.intake import RejectReason
-from cloud_bridge.provenance import Decision, OwnerLookup, Provenance
+from cloud_bridge.provenance import MAX_HELD_FRAMES_PER_SOURCE, Decision, OwnerLookup, Provenance
 from cloud_bridge.receipt_publisher import receipt_messages
 from contract.frame import encode_frame
 from contract.messages import MAX_RECEIPT_FRAMES, FrameReceipts, decode_message, encode_message
@@ -192,3 +192,23 @@ def test_the_session_stage_is_told_to_wait_until_a_released_verdict_is_committed
     assert not gate.waits_for(session.session_id)
     restarted = _gate(conn)
     assert not restarted.waits_for(session.session_id) and restarted.held == 0
+
+
+def test_one_device_naming_sessions_nobody_opens_cannot_fill_the_hold_for_the_others() -> None:
+    conn = sqlite3.connect(":memory:")
+    gate = Provenance(
+        conn, approved_models=frozenset({MODEL_VERSION}), hold_s=10.0, max_held=10 * MAX_HELD_FRAMES_PER_SOURCE,
+        frame_memory_s=600.0, rfid_claims_only=True,
+    )  # fmt: skip
+    flood = make_session("dev-flood", 1, seed=21)
+    refused = 0
+    for k in range(MAX_HELD_FRAMES_PER_SOURCE + 5):
+        made_up = replace(flood.frames[0], seq=k, session_id=f"{k:032x}")
+        item = NewItem(Kind.FRAME, "t", encode_frame(made_up), 1 * S, "dev-flood")
+        decision = gate.decide(Kind.FRAME, made_up, item)
+        refused += decision.refused is not None
+        assert decision.held or decision.refused is not None
+    assert refused == 5 and gate.held == MAX_HELD_FRAMES_PER_SOURCE
+    calm = make_session("dev-calm", 1, seed=22)  # another device's early frame still waits for its claim
+    assert gate.decide(Kind.FRAME, calm.frames[0], _frame_item(calm, 0, 1 * S)).held
+    assert _start(gate, calm, 2 * S).released == [_frame_item(calm, 0, 1 * S)]
