@@ -45,6 +45,12 @@ STAGE_NAME = "sessions"
 STAGE_KINDS = frozenset({Kind.RFID.value, Kind.VERDICT.value})
 _DONE_MEMORY = 10_000
 _BATCH = 2000
+#: After a step that read everything queued, the stage waits this long before reading again.
+#: Why: it read and confirmed its cursor (a write transaction) after every ingest commit, so
+#: at 200 frames/s it ran ~400 tiny steps a second, 9% of a core (docs/performance.md) for
+#: results nobody waits for in milliseconds (sessions are judged `grace_s`, 5 s, after their
+#: end). Paced, each step takes what 50 ms brought; with more waiting (a backlog) it goes on at once.
+PACE_S = 0.05
 
 
 @dataclass
@@ -127,16 +133,22 @@ class PendingSessionVerdicts:
                     # once while the archive was behind: a busy loop until it caught up).
                     self._queue.wait_confirmed(self._archive_sink, mark, timeout=0.2, stop=self._stop)
                     continue
-                moved = self.step()
+                moved, full = self._step()
             except Exception:
                 log.exception("session stage step failed; retrying")
                 self._stop.wait(1.0)
                 continue
             if not moved:
                 self._queue.wait_for_data(self.name, timeout=0.2, stop=self._stop)
+            elif not full:
+                self._stop.wait(PACE_S)
 
     def step(self) -> bool:
         """Read one batch, take it in, judge what is complete; True if the cursor moved."""
+        return self._step()[0]
+
+    def _step(self) -> tuple[bool, bool]:
+        """`step`, and whether more is waiting after what it read (a backlog: no pause then)."""
         batch = self._queue.read(self.name, max_items=_BATCH, kinds=STAGE_KINDS)
         now = time.monotonic()
         for item in batch.items:
@@ -145,7 +157,7 @@ class PendingSessionVerdicts:
         if moved:
             self._queue.confirm(batch)
         self._judge_due(time.monotonic())
-        return moved
+        return moved, batch.end_id < self._queue.last_id
 
     def _take(self, item: QueuedItem, now: float) -> None:
         decoded = self._decode(item.kind, item.payload)
