@@ -28,7 +28,7 @@ from cloud_bridge.erasure_tombstones import ErasedIds
 from cloud_bridge.intake import Accepted, Rejected, RejectReason, classify
 from cloud_bridge.provenance import Decision, Provenance, Refused
 from contract.messages import DeadLetter
-from transport.connection import Message
+from transport.connection import Message, ack_in_order
 
 log = logging.getLogger(__name__)
 
@@ -251,8 +251,7 @@ class Ingest:
                 self._publish_deadletter(letter)
             except Exception:  # recorded in the dead-letter table already
                 log.exception("publishing a dead letter for %s failed", letter.topic)
-        for message in batch:
-            message.ack()
+        ack_in_order(batch)  # one wake-up of the network thread for the group, PUBACKs in arrival order
         if not batch:
             return
         with self._lock:

@@ -14,9 +14,10 @@ import logging
 import os
 import socket
 import ssl
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -117,10 +118,35 @@ class Message:
     retain: bool
     mid: int
     _ack: Callable[[], None] | None = field(default=None, repr=False)
+    #: The client a manual-ack QoS 1 message came on: `ack_in_order` acknowledges a run of them at once.
+    _client: _Client | None = field(default=None, repr=False)
 
     def ack(self) -> None:
         if self._ack is not None:
             self._ack()
+
+
+def ack_in_order(messages: Sequence[Message]) -> None:
+    """Acknowledge `messages` in their order, a run of one client's QoS 1 messages as one queued packet.
+
+    Why: each `ack()` queues its PUBACK and writes a byte to paho's wake-up socket pair (a
+    syscall, and a wake-up of the network thread): 11% of the bridge's ingest thread in a
+    py-spy profile at 200 frames/s. The PUBACKs and their order on the wire are the same.
+    """
+    run: list[int] = []
+    client: _Client | None = None
+    for message in messages:
+        grouped = message._client if message.qos == 1 else None
+        if grouped is None or grouped is not client:
+            if client is not None:
+                client.puback_many(run)
+            client, run = grouped, []
+        if grouped is None:
+            message.ack()
+        else:
+            run.append(message.mid)
+    if client is not None:
+        client.puback_many(run)
 
 
 Handler = Callable[[Message], None]
@@ -244,6 +270,13 @@ class _Client(paho.Client):
     def _packet_write(self) -> MQTTErrorCode:
         _coalesce_acks(self._out_packet)
         return super()._packet_write()
+
+    def puback_many(self, mids: Sequence[int]) -> None:
+        """PUBACK each of `mids` (manual-ack QoS 1 messages), in order: one queued packet, one wake-up."""
+        for start in range(0, len(mids), ACKS_PER_WRITE):
+            part = mids[start : start + ACKS_PER_WRITE]
+            data = b"".join(struct.pack("!BBH", _PUBACK, 2, mid) for mid in part)
+            self._packet_queue(_PUBACK, data, part[0], 1)
 
 
 _PUBACK = 0x40
@@ -524,7 +557,8 @@ class MqttConnection:
             def ack() -> None:
                 client.ack(mid, qos)
 
-        message = Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid, ack)
+        grouped = client if ack is not None and msg.qos == 1 and isinstance(client, _Client) else None
+        message = Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid, ack, grouped)
         handlers = self._handler_cache.get(msg.topic)
         if handlers is None:
             with self._lock:
