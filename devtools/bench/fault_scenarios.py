@@ -1,4 +1,4 @@
-"""The nine faults of `thermoscreen bench faults`: what each breaks, how long, and how it is repaired.
+"""The faults of `thermoscreen bench faults` (nine; ten with `--bridges 2`): what each breaks, how, how repaired.
 
 Each scenario has an `inject` step (the fault) and a `repair` step; the runner puts steady load
 on the stack before, during and after, and measures recovery from the end of `repair` (the
@@ -27,6 +27,7 @@ MALFORMED = "malformed_payloads"
 DEVICE_REIMAGE = "device_reimage"
 SESSION_REPLAY = "session_replay"
 HOSTILE_FLOOD = "hostile_flood"
+STORAGE_BRIDGE_KILL = "storage_bridge_kill"
 
 SCENARIOS = (
     BROKER_RESTART,
@@ -39,6 +40,10 @@ SCENARIOS = (
     SESSION_REPLAY,
     HOSTILE_FLOOD,
 )
+#: Scenarios that need several bridges (`--bridges 2`); with them, the default runs these too.
+CLUSTER_SCENARIOS = (STORAGE_BRIDGE_KILL,)
+#: The storage bridge the cluster scenario kills (the sessions bridge is `bridge`).
+STORAGE_BRIDGE = "bridge-2"
 #: Scenarios whose fault is a hostile device account (provisioned by the runner, not counted as offered).
 HOSTILE = (SESSION_REPLAY, HOSTILE_FLOOD)
 
@@ -115,6 +120,14 @@ def _restart_bridge(ctx: FaultContext) -> None:
     ctx.stack.start_component("bridge", wait=True)
 
 
+def _kill_storage_bridge(ctx: FaultContext) -> None:
+    ctx.stack.kill(STORAGE_BRIDGE)  # its frames in flight come back to it; their verdicts wait for its receipts
+
+
+def _restart_storage_bridge(ctx: FaultContext) -> None:
+    ctx.stack.start_component(STORAGE_BRIDGE, wait=True)
+
+
 def _kill_node(ctx: FaultContext) -> None:
     ctx.stack.kill(KILLED_NODE)
 
@@ -182,6 +195,13 @@ def scenario(name: str) -> Scenario:
             _reconnect_device,
             uses_sensor=True,
         ),
+        STORAGE_BRIDGE_KILL: Scenario(
+            STORAGE_BRIDGE_KILL,
+            "a storage bridge of two SIGKILLed and started again (several bridges)",
+            _kill_storage_bridge,
+            _restart_storage_bridge,
+            restarts=(STORAGE_BRIDGE,),
+        ),
         MALFORMED: Scenario(MALFORMED, "malformed and oversized payloads mixed into good traffic", _nothing, _nothing),
         DEVICE_REIMAGE: Scenario(
             DEVICE_REIMAGE,
@@ -206,4 +226,5 @@ def scenario(name: str) -> Scenario:
     try:
         return table[name]
     except KeyError:
-        raise ValueError(f"unknown scenario {name!r}: expected one of {', '.join(SCENARIOS)}") from None
+        known = ", ".join((*SCENARIOS, *CLUSTER_SCENARIOS))
+        raise ValueError(f"unknown scenario {name!r}: expected one of {known}") from None

@@ -21,6 +21,7 @@ from devtools.bench.common import Progress, in_workdir
 from devtools.bench.cpu_meter import cores
 from devtools.bench.e2e import provision_devices
 from devtools.bench.fault_scenarios import (
+    CLUSTER_SCENARIOS,
     DEVICE_REIMAGE,
     HOSTILE,
     INFERENCE_KILL,
@@ -48,7 +49,7 @@ from devtools.load_client import LoadGeneratorProcess
 from devtools.load_generator import BAD_SEQ_BASE, INJECT_PREFIX_BYTES, impostor_id
 from devtools.local_mosquitto import free_port
 from devtools.local_tsdb import LocalVictoriaMetrics
-from devtools.stack import BRIDGE_NODE_ID, LocalStack, StackOptions
+from devtools.stack import LocalStack, StackOptions, bridge_node_id
 
 #: The bridge's re-offer delay in the bench, and how long a scenario waits for re-offered verdicts.
 REOFFER_S = 3.0
@@ -59,8 +60,16 @@ POLL_S = 0.25
 MALFORMED_PAYLOADS = 36
 #: The last line a sensor prints when it stops (sensor_node/service.py).
 SENSOR_COUNTS = re.compile(r"(\d+) frames captured, (\d+) spooled.*?(\d+) still spooled, (\d+) frames dropped")
-#: Who must dead-letter a bad payload on each channel: the bridge (node id) and, for frames, inference.
-DEADLETTER_COMPONENTS = {"frame": (BRIDGE_NODE_ID, "inference"), "rfid": (BRIDGE_NODE_ID,)}
+
+
+def deadletter_components(bridges: int) -> dict[str, list[tuple[str, ...]]]:
+    """Who must dead-letter a bad payload on each channel: per channel, groups of which one must.
+
+    A frame reaches one bridge of the share group and one inference node; an rfid event reaches
+    every bridge (each reports what its own intake refused).
+    """
+    nodes = [bridge_node_id(k) for k in range(1, bridges + 1)]
+    return {"frame": [tuple(nodes), ("inference",)], "rfid": [(n,) for n in nodes]}
 
 
 @dataclass(frozen=True)
@@ -73,8 +82,15 @@ class FaultOptions:
     model_dir: Path | None = None
     workdir: Path | None = None
     recovery_timeout_s: float = 180.0
+    #: Bridges sharing the frames (`[cluster]`): 1, or a sessions bridge and storage bridges.
+    bridges: int = 1
 
     def __post_init__(self) -> None:
+        if not 1 <= self.bridges <= 4:
+            raise ValueError(f"--bridges must be 1..4, got {self.bridges}")
+        needs_two = [n for n in self.scenarios if n in CLUSTER_SCENARIOS]
+        if needs_two and self.bridges < 2:
+            raise ValueError(f"scenario {needs_two[0]} needs --bridges 2 or more")
         if not 0 < self.duration_scale <= 10:
             raise ValueError(f"--duration-scale must be in (0, 10], got {self.duration_scale}")
         if not 1 <= self.devices <= 200:
@@ -132,8 +148,10 @@ def _run(options: FaultOptions, workdir: Path, progress: Progress) -> dict[str, 
         sensor_overrides={"mqtt.url": f"mqtts://127.0.0.1:{relay_port}"},
         # Frames a killed node held are offered again after REOFFER_S (30 s in production).
         bridge_overrides={"provenance.reoffer_s": REOFFER_S},
+        bridges=options.bridges,
     )
-    progress("starting the stack: secured Mosquitto, 2 inference nodes, bridge, VictoriaMetrics")
+    bridges = f"{options.bridges} bridges sharing the frames" if options.bridges > 1 else "bridge"
+    progress(f"starting the stack: secured Mosquitto, 2 inference nodes, {bridges}, VictoriaMetrics")
     results = []
     with LocalStack(workdir / "stack", stack_options) as stack:
         relay = CuttableRelay("127.0.0.1", stack.tls_port, port=relay_port).start()
@@ -152,6 +170,7 @@ def _run(options: FaultOptions, workdir: Path, progress: Progress) -> dict[str, 
     return {
         "scenarios": results,
         "ok": ok,
+        "bridges": options.bridges,
         "duration_scale": options.duration_scale,
         "devices": options.devices,
         "rate_per_device": options.rate,
@@ -381,9 +400,9 @@ def _malformed_checks(stack: LocalStack, injected: list[dict[str, Any]], ids: li
     for item in injected:
         channel = str(item["topic"]).rsplit("/", 1)[-1]
         prefix = base64.b64decode(str(item["prefix_b64"]))
-        for component in DEADLETTER_COMPONENTS[channel]:
+        for group in deadletter_components(stack.options.bridges)[channel]:
             expected += 1
-            matched += (component, item["topic"], int(item["size"]), prefix) in seen
+            matched += any((component, item["topic"], int(item["size"]), prefix) in seen for component in group)
     suspects = [*ids, *(impostor_id(d) for d in ids)]
     bad_archive = sum(1 for d in suspects for s in archive_frames(stack.archive_path, [d]).seqs(d) if s >= BAD_SEQ_BASE)
     bad_tsdb = sum(1 for d, f in tsdb_frames(_tsdb(stack), suspects).frames.items() for s in f if s >= BAD_SEQ_BASE)

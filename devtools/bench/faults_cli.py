@@ -40,7 +40,7 @@ from pathlib import Path
 from devtools.bench.common import progress_printer
 
 # Stdlib-only module: importing it keeps `--help` fast.
-from devtools.bench.fault_scenarios import SCENARIOS
+from devtools.bench.fault_scenarios import CLUSTER_SCENARIOS, SCENARIOS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,8 +57,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenario",
         action="append",
-        choices=SCENARIOS,
-        help="run only this scenario (repeatable; default: all, in the order listed)",
+        choices=(*SCENARIOS, *CLUSTER_SCENARIOS),
+        help="run only this scenario (repeatable; default: all, in the order listed; "
+        f"{', '.join(CLUSTER_SCENARIOS)} needs --bridges 2)",
+    )
+    parser.add_argument(
+        "--bridges",
+        type=int,
+        default=1,
+        help="bridges sharing the frames: a sessions bridge plus N-1 storage bridges (default 1); "
+        "with 2 or more the default also runs " + ", ".join(CLUSTER_SCENARIOS),
     )
     parser.add_argument("--model", type=Path, help="model directory (default: the shipped model)")
     parser.add_argument("--workdir", type=Path, help="keep configs, logs and data here (default: a temp dir)")
@@ -68,6 +76,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 _progress = progress_printer("faults")
 
 
+def default_scenarios(bridges: int) -> tuple[str, ...]:
+    """Every scenario this stack can run: the cluster ones only with several bridges."""
+    return SCENARIOS + (CLUSTER_SCENARIOS if bridges > 1 else ())
+
+
 def run(args: argparse.Namespace) -> int:
     from devtools.bench.faults import FaultOptions, run_faults
 
@@ -75,9 +88,12 @@ def run(args: argparse.Namespace) -> int:
         duration_scale=args.duration_scale,
         devices=args.devices,
         rate=args.rate,
-        scenarios=tuple(args.scenario) if args.scenario else SCENARIOS,
+        scenarios=tuple(args.scenario)
+        if args.scenario
+        else SCENARIOS + (CLUSTER_SCENARIOS if args.bridges > 1 else ()),
         model_dir=args.model,
         workdir=args.workdir,
+        bridges=args.bridges,
     )
     result = run_faults(options, _progress)
     if args.json:
