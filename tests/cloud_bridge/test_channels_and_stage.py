@@ -99,3 +99,35 @@ def test_the_stage_does_not_judge_a_session_while_intake_holds_one_of_its_verdic
     [outcome] = [i for i in queue.read("archive", max_items=10).items if i.kind == Kind.SESSION_OUTCOME]
     assert SessionOutcome.model_validate_json(outcome.payload).verdict.frames == 2  # both verdicts counted
     queue.close()
+
+
+def test_late_verdicts_still_coming_extend_the_grace(tmp_path: Path) -> None:
+    """Overload: verdicts trickle in after session_end for longer than grace_s; the session counts all."""
+    queue = DurableQueue(tmp_path / "q.sqlite", [STAGE_NAME, "archive"])
+    # The device reported 5 frames; one never gets a verdict, so only the grace can close the session.
+    session = make_session("late-1", 4, seed=10, frame_count=5)
+    grace = 0.3
+    queue.append(
+        [
+            NewItem(Kind.RFID, rfid_topic("late-1"), encode_message(session.start), 0),
+            NewItem(Kind.RFID, rfid_topic("late-1"), encode_message(session.end), 0),
+        ]
+    )
+    stage = PendingSessionVerdicts(
+        queue, SessionSettings(grace_s=grace, max_wait_s=60.0), archive_path=tmp_path / "a.sqlite",
+        archive_sink=STAGE_NAME,
+    )  # fmt: skip
+    stage._startup_mark = None  # nothing to resume: a fresh queue
+    stage.step()
+    for verdict in session.verdicts:  # one every 0.2 s: 0.8 s in all, well past the first grace
+        time.sleep(0.2)  # the verdicts' arrival times are the point of the test
+        queue.append([NewItem(Kind.VERDICT, "t", encode_message(verdict), 0)])
+        stage.step()
+        assert stage.published == 0
+    deadline = time.monotonic() + 5.0
+    while stage.published == 0 and time.monotonic() < deadline:
+        stage.step()
+        time.sleep(0.05)
+    [outcome] = [i for i in queue.read("archive", max_items=20).items if i.kind == Kind.SESSION_OUTCOME]
+    assert SessionOutcome.model_validate_json(outcome.payload).verdict.frames == 4
+    queue.close()
