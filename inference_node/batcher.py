@@ -1,9 +1,14 @@
 """Micro-batching: up to `max_items` frames, and no frame waits more than `max_wait_s` for company.
 
 The network thread only appends (a lock-free C queue, so receiving never waits for scoring);
-the worker takes batches. When idle a frame goes out after at most `max_wait_s`; under load
-frames already waited longer than that, so the worker takes whatever is queued (up to
-`max_items`) at once and batches grow with the load.
+the worker takes batches. Under load frames already waited longer than `max_wait_s`, so the
+worker takes whatever is queued (up to `max_items`) at once and batches grow with the load.
+
+A frame waits for company only when company is expected: when the recent gap between frames
+is shorter than `max_wait_s`. Why: at 200 frames/s (a frame every 5 ms) the 2 ms wait bought
+no batch at all, only 2 ms on every frame's latency (`bench inference` paced p50 3.1 ms); a
+batch of one costs the ensemble 168 us of CPU against 134 us in batches of 8, which at that
+rate is under 1% of a core. At 1,000 frames/s the gap is 1 ms and the wait stays.
 
 The queue is bounded (`max_pending`): when the node cannot keep up, new items are refused
 and counted (`dropped`) instead of memory growing until the host kills the node, which
@@ -21,6 +26,9 @@ T = TypeVar("T")
 
 #: How often a filling batch looks for more frames (bounds the extra wait past B frames).
 POLL_S = 0.0005
+
+#: Weight of the newest batch in the running mean gap between arrivals.
+GAP_WEIGHT = 0.2
 
 
 class Arrival(NamedTuple, Generic[T]):
@@ -44,6 +52,10 @@ class MicroBatcher(Generic[T]):
         self.dropped = 0
         self._drop_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Arrival[T]] = queue.SimpleQueue()
+        #: Running mean gap between arrivals (s), measured by the consumer from the arrival times;
+        #: None until two batches were seen (and then company is expected: the old behaviour).
+        self.mean_gap_s: float | None = None
+        self._last_at: float | None = None
 
     def put(self, item: T, at: float | None = None) -> bool:
         """Queue `item`; False (and counted in `dropped`) when `max_pending` items are already waiting."""
@@ -68,8 +80,17 @@ class MicroBatcher(Generic[T]):
             first = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
         except queue.Empty:
             return []
+        batch = self._fill(first)
+        self._note_arrivals(batch)
+        return batch
+
+    def company_expected(self) -> bool:
+        """Whether another frame is expected within `max_wait_s` (the recent gap is shorter)."""
+        return self.mean_gap_s is None or self.mean_gap_s < self.max_wait_s
+
+    def _fill(self, first: Arrival[T]) -> list[Arrival[T]]:
         batch = [first]
-        deadline = first.at + self.max_wait_s
+        deadline = first.at + self.max_wait_s if self.company_expected() else first.at
         get_nowait = self._queue.get_nowait
         while True:
             try:
@@ -82,3 +103,13 @@ class MicroBatcher(Generic[T]):
             if remaining <= 0:
                 return batch
             time.sleep(min(remaining, POLL_S))
+
+    def _note_arrivals(self, batch: list[Arrival[T]]) -> None:
+        last_at = batch[-1].at
+        if self._last_at is not None:
+            gap = max(0.0, last_at - self._last_at) / len(batch)
+            if self.mean_gap_s is None:
+                self.mean_gap_s = gap
+            else:
+                self.mean_gap_s += GAP_WEIGHT * (gap - self.mean_gap_s)
+        self._last_at = last_at

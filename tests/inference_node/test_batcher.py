@@ -66,3 +66,28 @@ def test_a_full_queue_refuses_and_counts_new_items() -> None:
     assert accepted == [True, True, True, False, False] and batcher.dropped == 2
     assert [a.item for a in batcher.next_batch(0.1)] == [0, 1, 2]
     assert batcher.put(9) and batcher.dropped == 2, "room again once the worker took its batch"
+
+
+def test_a_lone_frame_does_not_wait_for_company_when_frames_come_further_apart_than_t() -> None:
+    """Frames 10 s apart and T = 5 s: the next frame goes out at once instead of after 5 s."""
+    batcher: MicroBatcher[int] = MicroBatcher(max_items=8, max_wait_s=5.0)
+    now = time.perf_counter()
+    for i, age in enumerate((40.0, 30.0, 20.0, 10.0)):  # each already older than T: no waiting
+        batcher.put(i, at=now - age)
+        assert [a.item for a in batcher.next_batch(0.1)] == [i]
+    assert batcher.mean_gap_s is not None and abs(batcher.mean_gap_s - 10.0) < 1e-6
+    assert not batcher.company_expected()
+    batcher.put(4)
+    started = time.monotonic()
+    assert [a.item for a in batcher.next_batch(0.1)] == [4]
+    assert time.monotonic() - started < 1.0, "the frame waited for company that was not expected"
+
+
+def test_frames_closer_together_than_t_make_the_consumer_wait_for_company() -> None:
+    batcher: MicroBatcher[int] = MicroBatcher(max_items=8, max_wait_s=5.0)
+    now = time.perf_counter()
+    for i in range(3):  # 1 ms apart, already older than T
+        batcher.put(i, at=now - 10.0 + i * 0.001)
+        batcher.next_batch(0.1)
+    assert batcher.mean_gap_s is not None and batcher.mean_gap_s < 0.01
+    assert batcher.company_expected()
