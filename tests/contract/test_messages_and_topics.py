@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from contract import ContractError, make_patient_ref, new_session_id
 from contract import topics as t
 from contract.ids import LEGACY_INCARNATION, new_incarnation, validate_incarnation
 from contract.messages import (
+    MAX_JSON_DEPTH,
     MESSAGE_TYPES,
     MESSAGE_VERSION,
     DeadLetter,
@@ -28,6 +30,7 @@ from contract.messages import (
     SessionEndReason,
     SessionVerdict,
     Verdict,
+    _nesting_depth,
     decode_message,
     encode_message,
 )
@@ -424,3 +427,42 @@ def test_new_incarnations_are_random_valid_and_never_legacy() -> None:
     for bad in ("", "0" * 15, "0" * 17, "ABCDEF0123456789", None, 5):
         with pytest.raises(ContractError, match="incarnation"):
             validate_incarnation(bad)  # type: ignore[arg-type]
+
+
+def _reference_depth(data: bytes) -> int:
+    """The byte loop the scan replaced (same string regex): deepest nesting outside strings."""
+    depth = deepest = 0
+    for byte in re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', data):
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
+
+
+def _assert_scan_agrees(data: bytes) -> None:
+    expected, got = _reference_depth(data), _nesting_depth(data)
+    if expected > MAX_JSON_DEPTH:
+        assert got > MAX_JSON_DEPTH, data  # the scan may stop at the first level past the limit
+    else:
+        assert got == expected, data
+
+
+def test_the_nesting_scan_agrees_with_the_plain_byte_loop_on_known_cases() -> None:
+    for data in (
+        b"[" + b"[]," * 50 + b"[]]",  # 51 siblings: depth 2, not 52
+        b'{"a": "[[[[[[[[[[", "b": [1, {"c": "\\"]]]"}]}',  # brackets in strings, an escaped quote
+        b'{"a": "unterminated [[[[[[[[[[',
+        b"[" * 9 + b"]" * 9,
+        b"[" * 30000 + b"]" * 30000,
+        b"]]]][[",
+    ):
+        _assert_scan_agrees(data)
+    assert _nesting_depth(b"[" + b"[]," * 50 + b"[]]") == 2
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b"a", b","]), max_size=80).map(b"".join))
+def test_the_nesting_scan_agrees_with_the_plain_byte_loop(data: bytes) -> None:
+    _assert_scan_agrees(data)
