@@ -35,9 +35,9 @@ from contract.messages import (
 from contract.topics import parse_topic
 
 _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
-_ROW_FIELDS = [f"c{c:02d}=" for c in range(schema.PIXEL_COLS)]
 _ROW_TAGS = [f"{r:02d}" for r in range(schema.PIXEL_ROWS)]
-_ROW_FIELD_ARRAY = np.array(_ROW_FIELDS, dtype=object)
+#: What goes before each pixel's value in a frame_row point's field set: "c00=", ",c01=", ...
+_ROW_FIELD_PREFIXES = np.array(["c00="] + [f",c{c:02d}=" for c in range(1, schema.PIXEL_COLS)], dtype=object)
 
 
 @functools.cache
@@ -109,12 +109,14 @@ def frame_lines(frame: Frame, *, rows_every: int) -> list[str]:
         before = "".join(f",{k}={v}" for k, v in sorted(ids.items()) if v and k < "row")
         after = "".join(f",{k}={v}" for k, v in sorted(ids.items()) if v and k > "row")
         # Formatting 768 floats one by one cost ~600 us per frame; a lookup table of the
-        # formatted centi-degree values and numpy's element-wise string concat take ~40 us.
-        cells = _ROW_FIELD_ARRAY[None, :] + _centi_text()[frame.centi.astype(np.int64) - MIN_PIXEL_CENTI]
-        for r, row in enumerate(cells.tolist()):
-            lines.append(
-                f"{schema.FRAME_ROW.name}{before},row={_ROW_TAGS[r]}{after} {','.join(row)} {frame.capture_ns}"
-            )
+        # formatted centi-degree values is read instead. Names and values are interleaved in one
+        # object array and each row joined once, making no string per pixel: 332k instructions
+        # per frame against 579k for numpy's element-wise concat of name and value (callgrind).
+        parts = np.empty((schema.PIXEL_ROWS, 2 * schema.PIXEL_COLS), dtype=object)
+        parts[:, 0::2] = _ROW_FIELD_PREFIXES
+        parts[:, 1::2] = _centi_text().take(frame.centi.astype(np.intp) - MIN_PIXEL_CENTI)
+        for r, row in enumerate(parts.tolist()):
+            lines.append(f"{schema.FRAME_ROW.name}{before},row={_ROW_TAGS[r]}{after} {''.join(row)} {frame.capture_ns}")
     return lines
 
 

@@ -39,6 +39,20 @@ def test_a_redelivered_frame_gives_identical_lines_and_rows_follow_the_seq() -> 
     assert len(frame_lines(frame, rows_every=0)) == 1
 
 
+def test_frame_rows_hold_every_pixel_under_its_column_name() -> None:
+    """Parsed back, the 24 frame_row points give the frame's centi-degrees, column by column."""
+    frame = make_session("lp-rows", 1, seed=5).frames[0]
+    rows = frame_lines(frame, rows_every=1)[1:]
+    parsed = np.zeros_like(frame.centi)
+    for line in rows:
+        tags, fields, _ = line.split(" ")
+        row = int(dict(t.split("=") for t in tags.split(",")[1:])["row"])
+        pairs = [f.split("=") for f in fields.split(",")]
+        assert [name for name, _ in pairs] == [f"c{c:02d}" for c in range(32)]
+        parsed[row] = [round(float(value) * 100) for _, value in pairs]
+    assert np.array_equal(parsed, frame.centi)
+
+
 def test_absent_ids_are_left_out_rather_than_empty() -> None:
     frame = Frame.from_celsius(np.full((24, 32), 30.0), device_id="lp-2", seq=1, capture_ns=5)
     line = frame_lines(frame, rows_every=0)[0]
