@@ -245,8 +245,16 @@ class _Client(paho.Client):
     there filled the node's bounded frame queue under a saturating load (`bench inference`
     dropped frames), so it keeps paho's pace, which leaves the worker the GIL.
 
-    Both overrides use paho's internals (`_sock`, `_packet_read`, `_out_packet`), which is
-    why paho is pinned in constraints.txt; tests/transport checks both paths on a real broker.
+    A PUBACK that paho queues on its own network thread (an auto-acked QoS 1 message, as an
+    inference node receives its frames) no longer writes a wake-up byte to paho's socket pair:
+    that thread is not waiting in select, and its next loop selects for writing because the
+    out-queue is not empty. Why: at 200 frames/s the node's network thread used 25% of a core,
+    and the wake-up send (and its recv on the next loop) per frame was its largest entry
+    (py-spy). Packets queued from other threads wake the loop as before.
+
+    The overrides use paho's internals (`_sock`, `_packet_read`, `_out_packet`, `_thread`),
+    which is why paho is pinned in constraints.txt; tests/transport checks each path on a real
+    broker.
     """
 
     #: Set for manual-ack consumers only (see `MqttConnection`).
@@ -270,6 +278,24 @@ class _Client(paho.Client):
     def _packet_write(self) -> MQTTErrorCode:
         _coalesce_acks(self._out_packet)
         return super()._packet_write()
+
+    def _packet_queue(
+        self, command: int, packet: bytes | bytearray, mid: int, qos: int, info: Any = None
+    ) -> MQTTErrorCode:
+        if command == _PUBACK and self._thread is not None and threading.current_thread() is self._thread:
+            self._out_packet.append(
+                {
+                    "command": command,
+                    "mid": mid,
+                    "qos": qos,
+                    "pos": 0,
+                    "to_process": len(packet),
+                    "packet": packet,
+                    "info": info,
+                }
+            )
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._packet_queue(command, packet, mid, qos, info)
 
     def puback_many(self, mids: Sequence[int]) -> None:
         """PUBACK each of `mids` (manual-ack QoS 1 messages), in order: one queued packet, one wake-up."""

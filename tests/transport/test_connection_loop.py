@@ -119,3 +119,49 @@ def test_acks_in_order_in_one_group_are_gone_and_the_unacked_ones_come_back(mosq
     finally:
         consumer.stop()
         publisher.stop()
+
+
+class _CountingSocket:
+    """Stands in for paho's socket-pair writer and counts the wake-up bytes sent through it."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock, self.sends = sock, 0
+
+    def send(self, data: bytes) -> int:
+        self.sends += 1
+        return int(self.sock.send(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def test_auto_acks_leave_without_a_wake_up_and_none_come_back(mosquitto: LocalMosquitto) -> None:
+    """An auto-acking QoS 1 subscriber (an inference node): paho queues each PUBACK on its own
+    network thread; they must still reach the broker (nothing redelivered after a reconnect)
+    without a socket-pair wake-up each."""
+    settings = MqttSettings(url=mosquitto.url, clean_start=False, session_expiry_s=300, max_inflight=20)
+    inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+    subscriber = MqttConnection(settings, client_id="loop-test-auto")
+    subscriber.subscribe(TOPIC, inbox.put, qos=1)
+    subscriber.start()
+    publisher = MqttConnection(MqttSettings(url=mosquitto.url), client_id="loop-test-auto-pub").start()
+    try:
+        client = subscriber._client
+        counting = _CountingSocket(client._sockpairW)
+        client._sockpairW = counting  # type: ignore[assignment]
+        n = 60  # three times the in-flight window: unacknowledged, the broker would stop at 20
+        for i in range(n):
+            assert publisher.publish(TOPIC, f"a{i}".encode(), qos=1).wait(10.0)
+            time.sleep(0.01)  # each arrives while the network thread waits in select
+        got = _take(inbox, n, 30.0)
+        assert [m.payload for m in got] == [f"a{i}".encode() for i in range(n)]
+        assert counting.sends < n // 2, f"{counting.sends} wake-ups for {n} auto-acks"
+        time.sleep(0.5)  # the last PUBACKs reach the broker (a duration, then the reconnect shows it)
+        subscriber.stop()
+        subscriber = MqttConnection(settings, client_id="loop-test-auto")
+        subscriber.subscribe(TOPIC, inbox.put, qos=1)
+        subscriber.start()
+        assert _take(inbox, 1, 2.0) == [], "an auto-acked message came back: its PUBACK never left"
+    finally:
+        subscriber.stop()
+        publisher.stop()
