@@ -235,12 +235,20 @@ def measure_node(url: str, settings: BenchSettings, node: _NodeProcess, counters
     return {"publisher": published, "verdicts": saturated, "node": counts, "node_cpu_ms_per_frame": cpu_ms}
 
 
-def measure_paced(url: str, settings: BenchSettings, counters: NodeCounters) -> dict[str, Any]:
-    """Latency at a moderate fixed rate: what a frame costs when the node is not the bottleneck."""
+def measure_paced(url: str, settings: BenchSettings, node: _NodeProcess, counters: NodeCounters) -> dict[str, Any]:
+    """Latency and CPU per frame at a moderate fixed rate: what a frame costs when the node is
+    not the bottleneck (its batches are small, so per-batch costs weigh more than when saturated)."""
+    pid = node.pid
+    assert pid is not None, "the node runs while it is measured"
+    cpu_before = _cpu_seconds(pid)
     _published, verdicts, counts = _verdicts_of(
         url, counters, settings.paced_frames, settings.devices, settings.paced_rate
     )
-    return {**verdicts, "node_dropped": counts.dropped}
+    cpu_after = _cpu_seconds(pid)
+    cpu_ms = None
+    if cpu_before is not None and cpu_after is not None and counts.verdicted:
+        cpu_ms = (cpu_after - cpu_before) * 1000.0 / counts.verdicted
+    return {**verdicts, "node_dropped": counts.dropped, "node_cpu_ms_per_frame": cpu_ms}
 
 
 def accounting(settings: BenchSettings, nodes: list[dict[str, Any]]) -> dict[str, int]:
@@ -270,6 +278,10 @@ def cpu_ratio(node_cpu: list[float], relay_cpu: list[float]) -> float | None:
     return round(_median(node_cpu) / relay, 2) if node_cpu and relay > 0 else None
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
 def _median(values: list[float]) -> float:
     return float(np.median(values)) if values else 0.0
 
@@ -296,7 +308,7 @@ def run_bench(settings: BenchSettings, progress: Progress) -> dict[str, Any]:
                 nodes.append(measure_node(broker.url, settings, node, counters))
                 if round_no == settings.rounds:
                     progress(f"latency: {settings.paced_frames} frames at {settings.paced_rate:.0f}/s")
-                    paced = measure_paced(broker.url, settings, counters)
+                    paced = measure_paced(broker.url, settings, node, counters)
             finally:
                 exit_codes.append(node.stop())
                 counters.stop()
@@ -315,6 +327,7 @@ def run_bench(settings: BenchSettings, progress: Progress) -> dict[str, Any]:
         "paced_rate_frames_per_s": settings.paced_rate,
         "paced_p50_ms": round(float(paced.get("latency_p50_ms", 0.0)), 3),
         "paced_p99_ms": round(float(paced.get("latency_p99_ms", 0.0)), 3),
+        "paced_node_cpu_ms_per_frame": _rounded(paced.get("node_cpu_ms_per_frame")),
         "node_vs_relay": round(_median(ratios), 3) if ratios else None,
         "goal_node_at_least_half_relay": bool(ratios and _median(ratios) >= 0.5),
         "rounds": settings.rounds,

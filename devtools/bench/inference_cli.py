@@ -8,7 +8,8 @@ In one run against its own Mosquitto it measures, on the same ~1.6 KB frames:
 3. `node_frames_per_s`: one `thermoscreen infer` process under saturating load (the publisher
    sends as fast as it can), counted as verdicts arriving at a subscriber process;
    `p50_ms`/`p99_ms` are the node's own receipt-to-publish latency under that load and
-   `paced_p50_ms`/`paced_p99_ms` the same at a moderate fixed rate (`--paced-rate`).
+   `paced_p50_ms`/`paced_p99_ms` the same at a moderate fixed rate (`--paced-rate`), and
+   `paced_node_cpu_ms_per_frame` the node's CPU per verdicted frame at that rate.
 The goal is node >= half the relay rate (`node_vs_relay` >= 0.5; issue 17 asks 0.8). Cost:
 `node_cpu_ms_per_frame` (the node process's CPU over the saturating phase / verdicts) against
 `relay_subscriber_cpu_ms_per_frame` (the bare subscriber's), and their ratio

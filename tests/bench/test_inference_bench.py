@@ -41,6 +41,7 @@ def test_a_node_that_drops_frames_ends_the_bench_with_the_drops_reported(local_s
     assert result["frames_verdicted"] + result["frames_dropped"] + result["frames_deadlettered"] == frames
     assert result["frames_unaccounted"] == 0 and result["frames_lost"] == 0
     assert result["verdict_duplicates"] == 0 and result["node_exit_codes"] == [0]
+    assert result["paced_node_cpu_ms_per_frame"] > 0  # the node's CPU over the paced phase, per verdict
 
 
 def _publish_counts(conn: MqttConnection, node_id: str, verdicted: int, dropped: int) -> None:
