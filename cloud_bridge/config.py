@@ -122,9 +122,11 @@ class SessionSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    #: Wait this long after session_end for late verdicts (unless all reported frames are in).
+    #: Wait this long after session_end and after each later verdict (unless all reported frames are
+    #: in); late verdicts still coming extend the wait, never past max_wait_s after the end.
     grace_s: float = Field(default=5.0, ge=0)
-    #: A session with no verdict at all after this long is closed without a verdict.
+    #: Late verdicts extend the grace no further than this after the end; a session with no verdict
+    #: at all after this long is closed without a verdict.
     max_wait_s: float = Field(default=120.0, ge=0)
 
 

@@ -216,6 +216,13 @@ class Provenance:
             (str(d), str(i), int(q) if q >= 0 else q + 2**64): _FrameInfo(s, p, int(r), None if v is None else str(v))
             for d, i, q, s, p, r, v in conn.execute("SELECT * FROM frame_keys ORDER BY received_ns")
         }
+        #: Sessions with frames in hand still without a verdict, and how many (the stage waits for them).
+        self._awaiting: dict[str, int] = {}
+        for info in self._frames.values():
+            if info.verdict is None and info.session_id is not None:
+                self._awaiting[info.session_id] = self._awaiting.get(info.session_id, 0) + 1
+        #: Verdicts matched but not yet committed: `after_commit` lowers `_awaiting` for them.
+        self._answered_sessions: list[str] = []
         #: Verdicts waiting for their frame, by frame key, in arrival order (expiry looks at the front only).
         self._held: dict[FrameKey, list[NewItem]] = {}
         self._held_count = 0
@@ -320,6 +327,8 @@ class Provenance:
         if key in self._frames or self._storage_role:  # a storage bridge matches no verdicts
             return
         self._frames[key] = _FrameInfo(session_id, patient_ref, received_ns)
+        if session_id is not None:
+            self._awaiting[session_id] = self._awaiting.get(session_id, 0) + 1
         row = (*key[:2], _seq_sql(key[2]), session_id, patient_ref, received_ns)
         self._pending.append(("INSERT OR IGNORE INTO frame_keys VALUES (?,?,?,?,?,?,NULL)", row))
 
@@ -347,8 +356,33 @@ class Provenance:
         """
         return self._held_sessions.get(session_id, 0) > 0
 
+    def awaits_verdicts(self, session_id: str) -> bool:
+        """True while a frame of this session is in hand (this bridge's, or another's by its
+        receipt) and its verdict is not committed yet (the session stage asks, from its thread).
+
+        Why: under overload the nodes answer seconds late, and a session's verdicts can pause
+        longer than the grace (`bench e2e --bridges 2` at 1,000 frames/s: verdicts 22 s late, 0 of
+        20 sessions judged from all their frames). A count per session, lowered only after the
+        verdict's commit (`after_commit`), as for `waits_for`; the stage bounds the wait.
+        """
+        return self._awaiting.get(session_id, 0) > 0
+
+    def _answered(self, session_id: str | None) -> None:
+        if session_id is not None:
+            self._answered_sessions.append(session_id)
+
+    def _lower_awaiting(self, session_id: str) -> None:
+        left = self._awaiting.get(session_id, 0) - 1
+        if left > 0:
+            self._awaiting[session_id] = left
+        else:
+            self._awaiting.pop(session_id, None)
+
     def after_commit(self) -> None:
         """The commit of the last decisions succeeded: their releases now count (see `waits_for`)."""
+        answered, self._answered_sessions = self._answered_sessions, []
+        for session_id in answered:
+            self._lower_awaiting(session_id)
         released, self._released_sessions = self._released_sessions, []
         for session_id in released:
             left = self._held_sessions.get(session_id, 0) - 1
@@ -478,6 +512,7 @@ class Provenance:
         if info.verdict is not None:
             return Refused(RejectReason.VERDICT_DUPLICATE, "the frame has another verdict stored already")
         info.verdict = digest
+        self._answered(info.session_id)
         self._unanswered.pop(key, None)
         params = (digest, *key[:2], _seq_sql(key[2]))
         self._pending.append(("UPDATE frame_keys SET verdict=? WHERE device_id=? AND incarnation=? AND seq=?", params))
@@ -561,7 +596,9 @@ class Provenance:
                 break
             old.append(key)
         for key in old:
-            del self._frames[key]
+            info = self._frames.pop(key)
+            if info.verdict is None and info.session_id is not None:
+                self._lower_awaiting(info.session_id)
         if old:
             self._pending.append(("DELETE FROM frame_keys WHERE received_ns < ?", (cutoff,)))
 

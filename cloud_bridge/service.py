@@ -167,6 +167,7 @@ class Bridge:
                 decode=decoded.decode,
                 erased=ErasedIds(cfg.erasure.tombstones),  # one per thread: it is not thread-safe
                 held_at_intake=provenance.waits_for,
+                awaiting_verdicts=provenance.awaits_verdicts,
             )
         for sink, retry in sinks:
             self.workers[sink.name] = SinkWorker(

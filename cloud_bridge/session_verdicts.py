@@ -85,10 +85,12 @@ class PendingSessionVerdicts:
         decode: Callable[[str, bytes], Decoded] = decode_item,
         erased: ErasedIds | None = None,
         held_at_intake: Callable[[str], bool] | None = None,
+        awaiting_verdicts: Callable[[str], bool] | None = None,
     ) -> None:
         """`held_at_intake(session_id)`: True while intake holds a verdict or frame of the session
         (several bridges: a verdict waits there for its frame's receipt), so it is not judged yet."""
         self._held_at_intake = held_at_intake
+        self._awaiting_verdicts = awaiting_verdicts
         self._queue = queue
         #: Erased patients: a session of theirs still in memory is dropped, never judged.
         self._erased = erased
@@ -221,6 +223,8 @@ class PendingSessionVerdicts:
                 return
             if self._held_at_intake is not None and self._held_at_intake(session_id):
                 return  # bounded by intake's hold: a verdict is released or refused by then
+            if self._awaiting_verdicts is not None and now < session.give_up and self._awaiting_verdicts(session_id):
+                return  # frames in hand still wait for their verdict (the nodes are behind); max_wait_s bounds it
             # (a storage bridge restarting: its frames' receipts come late, and so do their verdicts)
             # Everything queued until now must have been read before the session is judged.
             if session.mark is None:

@@ -131,3 +131,57 @@ def test_late_verdicts_still_coming_extend_the_grace(tmp_path: Path) -> None:
     [outcome] = [i for i in queue.read("archive", max_items=20).items if i.kind == Kind.SESSION_OUTCOME]
     assert SessionOutcome.model_validate_json(outcome.payload).verdict.frames == 4
     queue.close()
+
+
+def test_the_stage_waits_past_the_grace_while_frames_in_hand_await_verdicts(tmp_path: Path) -> None:
+    """The nodes are behind: the verdicts pause longer than the grace, but intake still has
+    frames of the session without a verdict, so the stage waits (never past max_wait_s)."""
+    queue = DurableQueue(tmp_path / "q.sqlite", [STAGE_NAME, "archive"])
+    session = make_session("behind-1", 3, seed=11)
+    queue.append(
+        [
+            NewItem(Kind.RFID, rfid_topic("behind-1"), encode_message(session.start), 0),
+            NewItem(Kind.RFID, rfid_topic("behind-1"), encode_message(session.end), 0),
+            NewItem(Kind.VERDICT, "t", encode_message(session.verdicts[0]), 0),
+        ]
+    )
+    awaiting = {session.start.session_id}
+    stage = PendingSessionVerdicts(
+        queue, SessionSettings(grace_s=0.1, max_wait_s=60.0), archive_path=tmp_path / "a.sqlite",
+        archive_sink=STAGE_NAME, awaiting_verdicts=lambda sid: sid in awaiting,
+    )  # fmt: skip
+    stage._startup_mark = None  # nothing to resume: a fresh queue
+    stage.step()
+    time.sleep(0.5)  # five graces without a verdict: a duration is the point of the test
+    stage.step()
+    assert stage.published == 0, "judged while frames in hand still awaited their verdicts"
+    queue.append([NewItem(Kind.VERDICT, "t", encode_message(v), 0) for v in session.verdicts[1:]])
+    awaiting.clear()
+    deadline = time.monotonic() + 5.0
+    while stage.published == 0 and time.monotonic() < deadline:
+        stage.step()
+        time.sleep(0.05)
+    [outcome] = [i for i in queue.read("archive", max_items=20).items if i.kind == Kind.SESSION_OUTCOME]
+    assert SessionOutcome.model_validate_json(outcome.payload).verdict.frames == 3
+
+    bounded = PendingSessionVerdicts(
+        DurableQueue(tmp_path / "q2.sqlite", [STAGE_NAME, "archive"]),
+        SessionSettings(grace_s=0.1, max_wait_s=0.3), archive_path=tmp_path / "a2.sqlite",
+        archive_sink=STAGE_NAME, awaiting_verdicts=lambda sid: True,
+    )  # fmt: skip
+    bounded._startup_mark = None
+    other = make_session("behind-2", 2, seed=12)
+    bounded._queue.append(
+        [
+            NewItem(Kind.RFID, rfid_topic("behind-2"), encode_message(other.start), 0),
+            NewItem(Kind.RFID, rfid_topic("behind-2"), encode_message(other.end), 0),
+            NewItem(Kind.VERDICT, "t", encode_message(other.verdicts[0]), 0),
+        ]
+    )
+    deadline = time.monotonic() + 5.0
+    while bounded.published == 0 and time.monotonic() < deadline:
+        bounded.step()
+        time.sleep(0.05)
+    assert bounded.published == 1, "max_wait_s must bound the wait for verdicts that never come"
+    queue.close()
+    bounded._queue.close()

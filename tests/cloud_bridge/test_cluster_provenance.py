@@ -212,3 +212,30 @@ def test_one_device_naming_sessions_nobody_opens_cannot_fill_the_hold_for_the_ot
     calm = make_session("dev-calm", 1, seed=22)  # another device's early frame still waits for its claim
     assert gate.decide(Kind.FRAME, calm.frames[0], _frame_item(calm, 0, 1 * S)).held
     assert _start(gate, calm, 2 * S).released == [_frame_item(calm, 0, 1 * S)]
+
+
+def test_a_session_awaits_verdicts_until_each_frame_in_hand_has_one_committed() -> None:
+    """The stage's signal that the nodes are behind: frames in hand without a committed verdict.
+    It survives a restart (from the frame keys) and drops only after the verdict's commit."""
+    conn = sqlite3.connect(":memory:")
+    gate = _gate(conn)
+    session = make_session("dev-aw", 2, seed=4)
+    sid = session.start.session_id
+    _start(gate, session, 1 * S)
+    for k in range(2):
+        assert gate.decide(Kind.FRAME, session.frames[k], _frame_item(session, k, (2 + k) * S)).refused is None
+    _commit(gate, conn)
+    gate.after_commit()
+    assert gate.awaits_verdicts(sid)
+    assert gate.decide(Kind.VERDICT, session.verdicts[0], _verdict_item(session, 0, 5 * S)).refused is None
+    assert gate.awaits_verdicts(sid), "decided but not committed: the stage must not judge yet"
+    _commit(gate, conn)
+    gate.after_commit()
+    assert gate.awaits_verdicts(sid)  # frame 1 still has none
+    restarted = _gate(conn)
+    assert restarted.awaits_verdicts(sid)
+    assert restarted.decide(Kind.VERDICT, session.verdicts[1], _verdict_item(session, 1, 6 * S)).refused is None
+    _commit(restarted, conn)
+    restarted.after_commit()
+    assert not restarted.awaits_verdicts(sid)
+    assert not _gate(conn).awaits_verdicts(sid)
