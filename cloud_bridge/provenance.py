@@ -177,6 +177,19 @@ class Decision:
         self.rejected.extend(other.rejected)
 
 
+def _count_up(counts: dict[str, int], session_id: str) -> None:
+    counts[session_id] = counts.get(session_id, 0) + 1
+
+
+def _count_down(counts: dict[str, int], session_id: str) -> None:
+    """One less for the session; the entry goes at zero (the maps stay as small as what is pending)."""
+    left = counts.get(session_id, 0) - 1
+    if left > 0:
+        counts[session_id] = left
+    else:
+        counts.pop(session_id, None)
+
+
 class Provenance:
     """The intake gate; used by the ingest thread only (not thread-safe on purpose)."""
 
@@ -220,7 +233,7 @@ class Provenance:
         self._awaiting: dict[str, int] = {}
         for info in self._frames.values():
             if info.verdict is None and info.session_id is not None:
-                self._awaiting[info.session_id] = self._awaiting.get(info.session_id, 0) + 1
+                _count_up(self._awaiting, info.session_id)
         #: Verdicts matched but not yet committed: `after_commit` lowers `_awaiting` for them.
         self._answered_sessions: list[str] = []
         #: Verdicts waiting for their frame, by frame key, in arrival order (expiry looks at the front only).
@@ -328,7 +341,7 @@ class Provenance:
             return
         self._frames[key] = _FrameInfo(session_id, patient_ref, received_ns)
         if session_id is not None:
-            self._awaiting[session_id] = self._awaiting.get(session_id, 0) + 1
+            _count_up(self._awaiting, session_id)
         row = (*key[:2], _seq_sql(key[2]), session_id, patient_ref, received_ns)
         self._pending.append(("INSERT OR IGNORE INTO frame_keys VALUES (?,?,?,?,?,?,NULL)", row))
 
@@ -342,7 +355,7 @@ class Provenance:
         if session_id is None:
             return
         if step > 0:
-            self._held_sessions[session_id] = self._held_sessions.get(session_id, 0) + 1
+            _count_up(self._held_sessions, session_id)
         else:
             self._released_sessions.append(session_id)
 
@@ -371,25 +384,14 @@ class Provenance:
         if session_id is not None:
             self._answered_sessions.append(session_id)
 
-    def _lower_awaiting(self, session_id: str) -> None:
-        left = self._awaiting.get(session_id, 0) - 1
-        if left > 0:
-            self._awaiting[session_id] = left
-        else:
-            self._awaiting.pop(session_id, None)
-
     def after_commit(self) -> None:
         """The commit of the last decisions succeeded: their releases now count (see `waits_for`)."""
         answered, self._answered_sessions = self._answered_sessions, []
         for session_id in answered:
-            self._lower_awaiting(session_id)
+            _count_down(self._awaiting, session_id)
         released, self._released_sessions = self._released_sessions, []
         for session_id in released:
-            left = self._held_sessions.get(session_id, 0) - 1
-            if left > 0:
-                self._held_sessions[session_id] = left
-            else:
-                self._held_sessions.pop(session_id, None)
+            _count_down(self._held_sessions, session_id)
 
     def _release_verdicts(self, key: FrameKey) -> Decision:
         """Held verdicts whose frame is now known: the frame checks (match, one per frame) apply."""
@@ -598,7 +600,7 @@ class Provenance:
         for key in old:
             info = self._frames.pop(key)
             if info.verdict is None and info.session_id is not None:
-                self._lower_awaiting(info.session_id)
+                _count_down(self._awaiting, info.session_id)
         if old:
             self._pending.append(("DELETE FROM frame_keys WHERE received_ns < ?", (cutoff,)))
 

@@ -11,7 +11,8 @@ the publisher store and send it.
 
 A session is complete when its `session_end` is in and either every frame the device
 reported has a verdict, or `grace_s` passed since its end and since its latest verdict (late
-verdicts still coming extend it), intake holds none of its
+verdicts still coming extend it) and intake has no frame of it still without a verdict (both
+bounded by `max_wait_s`), intake holds none of its
 verdicts (several bridges: they wait there for their frame's receipt) and the stage has read
 everything queued up to that moment. Restart: what the stage held was in memory; the archive
 holds every rfid/verdict item the archive sink confirmed, so the stage waits until the
@@ -88,7 +89,9 @@ class PendingSessionVerdicts:
         awaiting_verdicts: Callable[[str], bool] | None = None,
     ) -> None:
         """`held_at_intake(session_id)`: True while intake holds a verdict or frame of the session
-        (several bridges: a verdict waits there for its frame's receipt), so it is not judged yet."""
+        (several bridges: a verdict waits there for its frame's receipt), so it is not judged yet.
+        `awaiting_verdicts(session_id)`: True while intake has frames of the session without a
+        committed verdict (the nodes are behind); the stage waits for them up to `max_wait_s`."""
         self._held_at_intake = held_at_intake
         self._awaiting_verdicts = awaiting_verdicts
         self._queue = queue

@@ -178,6 +178,14 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _cpu_ms_per_frame(pid: int, cpu_before: float | None, frames: int) -> float | None:
+    """The process's CPU since `cpu_before` (from `_cpu_seconds`) per frame; None if unknown."""
+    cpu_after = _cpu_seconds(pid)
+    if cpu_before is None or cpu_after is None or frames <= 0:
+        return None
+    return (cpu_after - cpu_before) * 1000.0 / frames
+
+
 class _NodeProcess(ChildProcess):
     """`thermoscreen infer` as a child process; `start()` returns once it announced itself online."""
 
@@ -228,10 +236,7 @@ def measure_node(url: str, settings: BenchSettings, node: _NodeProcess, counters
     assert pid is not None, "the node runs while it is measured"
     cpu_before = _cpu_seconds(pid)
     published, saturated, counts = _verdicts_of(url, counters, settings.frames, settings.devices)
-    cpu_after = _cpu_seconds(pid)
-    cpu_ms = None
-    if cpu_before is not None and cpu_after is not None and saturated.get("received"):
-        cpu_ms = (cpu_after - cpu_before) * 1000.0 / saturated["received"]
+    cpu_ms = _cpu_ms_per_frame(pid, cpu_before, int(saturated.get("received", 0)))
     return {"publisher": published, "verdicts": saturated, "node": counts, "node_cpu_ms_per_frame": cpu_ms}
 
 
@@ -244,10 +249,7 @@ def measure_paced(url: str, settings: BenchSettings, node: _NodeProcess, counter
     _published, verdicts, counts = _verdicts_of(
         url, counters, settings.paced_frames, settings.devices, settings.paced_rate
     )
-    cpu_after = _cpu_seconds(pid)
-    cpu_ms = None
-    if cpu_before is not None and cpu_after is not None and counts.verdicted:
-        cpu_ms = (cpu_after - cpu_before) * 1000.0 / counts.verdicted
+    cpu_ms = _cpu_ms_per_frame(pid, cpu_before, counts.verdicted)
     return {**verdicts, "node_dropped": counts.dropped, "node_cpu_ms_per_frame": cpu_ms}
 
 

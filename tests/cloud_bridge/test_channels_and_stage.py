@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from cloud_bridge import archive_sink, firestore_sink, line_protocol
 from cloud_bridge.archive import Archive
@@ -16,7 +17,7 @@ from cloud_bridge.session_verdicts import STAGE_NAME, PendingSessionVerdicts
 from cloud_bridge.sink import Backoff, SinkWorker
 from contract.messages import encode_message
 from contract.topics import rfid_topic
-from devtools.synthetic_stream import make_session
+from devtools.synthetic_stream import SyntheticSession, make_session
 
 
 def test_every_kind_has_one_channel_and_every_sink_handles_only_registered_kinds() -> None:
@@ -101,35 +102,49 @@ def test_the_stage_does_not_judge_a_session_while_intake_holds_one_of_its_verdic
     queue.close()
 
 
+def _ended(queue: DurableQueue, session: SyntheticSession, verdicts: int = 0) -> None:
+    """Queue the session's start and end, then its first `verdicts` frame verdicts."""
+    rfid = [session.start, session.end]
+    queue.append(
+        [NewItem(Kind.RFID, rfid_topic(session.device_id), encode_message(e), 0) for e in rfid]
+        + [NewItem(Kind.VERDICT, "t", encode_message(v), 0) for v in session.verdicts[:verdicts]]
+    )
+
+
+def _stage(queue: DurableQueue, archive: Path, settings: SessionSettings, **waits: Any) -> PendingSessionVerdicts:
+    stage = PendingSessionVerdicts(queue, settings, archive_path=archive, archive_sink=STAGE_NAME, **waits)
+    stage._startup_mark = None  # nothing to resume: a fresh queue
+    return stage
+
+
+def _step_until_published(stage: PendingSessionVerdicts, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while stage.published == 0 and time.monotonic() < deadline:
+        stage.step()
+        time.sleep(0.05)
+
+
+def _outcome_frames(queue: DurableQueue) -> int:
+    """Frames counted by the one session outcome in the queue."""
+    [outcome] = [i for i in queue.read("archive", max_items=20).items if i.kind == Kind.SESSION_OUTCOME]
+    return SessionOutcome.model_validate_json(outcome.payload).verdict.frames
+
+
 def test_late_verdicts_still_coming_extend_the_grace(tmp_path: Path) -> None:
     """Overload: verdicts trickle in after session_end for longer than grace_s; the session counts all."""
     queue = DurableQueue(tmp_path / "q.sqlite", [STAGE_NAME, "archive"])
     # The device reported 5 frames; one never gets a verdict, so only the grace can close the session.
     session = make_session("late-1", 4, seed=10, frame_count=5)
-    grace = 0.3
-    queue.append(
-        [
-            NewItem(Kind.RFID, rfid_topic("late-1"), encode_message(session.start), 0),
-            NewItem(Kind.RFID, rfid_topic("late-1"), encode_message(session.end), 0),
-        ]
-    )
-    stage = PendingSessionVerdicts(
-        queue, SessionSettings(grace_s=grace, max_wait_s=60.0), archive_path=tmp_path / "a.sqlite",
-        archive_sink=STAGE_NAME,
-    )  # fmt: skip
-    stage._startup_mark = None  # nothing to resume: a fresh queue
+    _ended(queue, session)
+    stage = _stage(queue, tmp_path / "a.sqlite", SessionSettings(grace_s=0.3, max_wait_s=60.0))
     stage.step()
     for verdict in session.verdicts:  # one every 0.2 s: 0.8 s in all, well past the first grace
         time.sleep(0.2)  # the verdicts' arrival times are the point of the test
         queue.append([NewItem(Kind.VERDICT, "t", encode_message(verdict), 0)])
         stage.step()
         assert stage.published == 0
-    deadline = time.monotonic() + 5.0
-    while stage.published == 0 and time.monotonic() < deadline:
-        stage.step()
-        time.sleep(0.05)
-    [outcome] = [i for i in queue.read("archive", max_items=20).items if i.kind == Kind.SESSION_OUTCOME]
-    assert SessionOutcome.model_validate_json(outcome.payload).verdict.frames == 4
+    _step_until_published(stage)
+    assert _outcome_frames(queue) == 4
     queue.close()
 
 
@@ -138,50 +153,24 @@ def test_the_stage_waits_past_the_grace_while_frames_in_hand_await_verdicts(tmp_
     frames of the session without a verdict, so the stage waits (never past max_wait_s)."""
     queue = DurableQueue(tmp_path / "q.sqlite", [STAGE_NAME, "archive"])
     session = make_session("behind-1", 3, seed=11)
-    queue.append(
-        [
-            NewItem(Kind.RFID, rfid_topic("behind-1"), encode_message(session.start), 0),
-            NewItem(Kind.RFID, rfid_topic("behind-1"), encode_message(session.end), 0),
-            NewItem(Kind.VERDICT, "t", encode_message(session.verdicts[0]), 0),
-        ]
-    )
+    _ended(queue, session, verdicts=1)
     awaiting = {session.start.session_id}
-    stage = PendingSessionVerdicts(
-        queue, SessionSettings(grace_s=0.1, max_wait_s=60.0), archive_path=tmp_path / "a.sqlite",
-        archive_sink=STAGE_NAME, awaiting_verdicts=lambda sid: sid in awaiting,
-    )  # fmt: skip
-    stage._startup_mark = None  # nothing to resume: a fresh queue
+    settings = SessionSettings(grace_s=0.1, max_wait_s=60.0)
+    stage = _stage(queue, tmp_path / "a.sqlite", settings, awaiting_verdicts=lambda sid: sid in awaiting)
     stage.step()
     time.sleep(0.5)  # five graces without a verdict: a duration is the point of the test
     stage.step()
     assert stage.published == 0, "judged while frames in hand still awaited their verdicts"
     queue.append([NewItem(Kind.VERDICT, "t", encode_message(v), 0) for v in session.verdicts[1:]])
     awaiting.clear()
-    deadline = time.monotonic() + 5.0
-    while stage.published == 0 and time.monotonic() < deadline:
-        stage.step()
-        time.sleep(0.05)
-    [outcome] = [i for i in queue.read("archive", max_items=20).items if i.kind == Kind.SESSION_OUTCOME]
-    assert SessionOutcome.model_validate_json(outcome.payload).verdict.frames == 3
+    _step_until_published(stage)
+    assert _outcome_frames(queue) == 3
 
-    bounded = PendingSessionVerdicts(
-        DurableQueue(tmp_path / "q2.sqlite", [STAGE_NAME, "archive"]),
-        SessionSettings(grace_s=0.1, max_wait_s=0.3), archive_path=tmp_path / "a2.sqlite",
-        archive_sink=STAGE_NAME, awaiting_verdicts=lambda sid: True,
-    )  # fmt: skip
-    bounded._startup_mark = None
-    other = make_session("behind-2", 2, seed=12)
-    bounded._queue.append(
-        [
-            NewItem(Kind.RFID, rfid_topic("behind-2"), encode_message(other.start), 0),
-            NewItem(Kind.RFID, rfid_topic("behind-2"), encode_message(other.end), 0),
-            NewItem(Kind.VERDICT, "t", encode_message(other.verdicts[0]), 0),
-        ]
-    )
-    deadline = time.monotonic() + 5.0
-    while bounded.published == 0 and time.monotonic() < deadline:
-        bounded.step()
-        time.sleep(0.05)
+    other_queue = DurableQueue(tmp_path / "q2.sqlite", [STAGE_NAME, "archive"])
+    _ended(other_queue, make_session("behind-2", 2, seed=12), verdicts=1)
+    short = SessionSettings(grace_s=0.1, max_wait_s=0.3)
+    bounded = _stage(other_queue, tmp_path / "a2.sqlite", short, awaiting_verdicts=lambda sid: True)
+    _step_until_published(bounded)
     assert bounded.published == 1, "max_wait_s must bound the wait for verdicts that never come"
     queue.close()
-    bounded._queue.close()
+    other_queue.close()
