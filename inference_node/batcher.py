@@ -27,7 +27,7 @@ T = TypeVar("T")
 #: How often a filling batch looks for more frames (bounds the extra wait past B frames).
 POLL_S = 0.0005
 
-#: Weight of the newest batch in the running mean gap between arrivals.
+#: Weight of the newest arrival in the running mean gap between arrivals.
 GAP_WEIGHT = 0.2
 
 
@@ -52,19 +52,33 @@ class MicroBatcher(Generic[T]):
         self.dropped = 0
         self._drop_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Arrival[T]] = queue.SimpleQueue()
-        #: Running mean gap between arrivals (s), measured by the consumer from the arrival times;
-        #: None until two batches were seen (and then company is expected: the old behaviour).
+        #: Running mean gap between arrivals (s); None until two arrivals were seen (and then
+        #: company is expected: the old behaviour).
         self.mean_gap_s: float | None = None
         self._last_at: float | None = None
 
     def put(self, item: T, at: float | None = None) -> bool:
         """Queue `item`; False (and counted in `dropped`) when `max_pending` items are already waiting."""
+        at = time.perf_counter() if at is None else at
+        self.note_arrival(at)
         if self.max_pending is not None and self._queue.qsize() >= self.max_pending:
             with self._drop_lock:
                 self.dropped += 1
             return False
-        self._queue.put(Arrival(time.perf_counter() if at is None else at, item))
+        self._queue.put(Arrival(at, item))
         return True
+
+    def note_arrival(self, at: float) -> None:
+        """Fold an arrival into the running mean gap; `put` does it, a frame scored without the queue calls it.
+
+        Measured by the producer (paho's one network thread), so every arrival counts once,
+        queued or not.
+        """
+        last, self._last_at = self._last_at, at
+        if last is None:
+            return
+        gap = max(0.0, at - last)
+        self.mean_gap_s = gap if self.mean_gap_s is None else self.mean_gap_s + GAP_WEIGHT * (gap - self.mean_gap_s)
 
     def qsize(self) -> int:
         return self._queue.qsize()
@@ -80,9 +94,7 @@ class MicroBatcher(Generic[T]):
             first = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
         except queue.Empty:
             return []
-        batch = self._fill(first)
-        self._note_arrivals(batch)
-        return batch
+        return self._fill(first)
 
     def company_expected(self) -> bool:
         """Whether another frame is expected within `max_wait_s` (the recent gap is shorter)."""
@@ -103,13 +115,3 @@ class MicroBatcher(Generic[T]):
             if remaining <= 0:
                 return batch
             time.sleep(min(remaining, POLL_S))
-
-    def _note_arrivals(self, batch: list[Arrival[T]]) -> None:
-        last_at = batch[-1].at
-        if self._last_at is not None:
-            gap = max(0.0, last_at - self._last_at) / len(batch)
-            if self.mean_gap_s is None:
-                self.mean_gap_s = gap
-            else:
-                self.mean_gap_s += GAP_WEIGHT * (gap - self.mean_gap_s)
-        self._last_at = last_at

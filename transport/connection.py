@@ -245,12 +245,13 @@ class _Client(paho.Client):
     there filled the node's bounded frame queue under a saturating load (`bench inference`
     dropped frames), so it keeps paho's pace, which leaves the worker the GIL.
 
-    A PUBACK that paho queues on its own network thread (an auto-acked QoS 1 message, as an
-    inference node receives its frames) no longer writes a wake-up byte to paho's socket pair:
-    that thread is not waiting in select, and its next loop selects for writing because the
-    out-queue is not empty. Why: at 200 frames/s the node's network thread used 25% of a core,
-    and the wake-up send (and its recv on the next loop) per frame was its largest entry
-    (py-spy). Packets queued from other threads wake the loop as before.
+    A packet that paho queues on its own network thread (the PUBACK of an auto-acked QoS 1
+    message, as an inference node receives its frames, or a verdict the node publishes from a
+    handler) no longer writes a wake-up byte to paho's socket pair: that thread is not waiting
+    in select, and its next loop selects for writing because the out-queue is not empty. Why:
+    at 200 frames/s the node's network thread used 25% of a core, and the wake-up send (and
+    its recv on the next loop) per frame was its largest entry (py-spy). Packets queued from
+    other threads wake the loop as before.
 
     The overrides use paho's internals (`_sock`, `_packet_read`, `_out_packet`, `_thread`),
     which is why paho is pinned in constraints.txt; tests/transport checks each path on a real
@@ -282,7 +283,7 @@ class _Client(paho.Client):
     def _packet_queue(
         self, command: int, packet: bytes | bytearray, mid: int, qos: int, info: Any = None
     ) -> MQTTErrorCode:
-        if command == _PUBACK and self._thread is not None and threading.current_thread() is self._thread:
+        if self._thread is not None and threading.current_thread() is self._thread:
             self._out_packet.append(
                 {
                     "command": command,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -309,3 +310,29 @@ def test_stop_answers_every_frame_already_received(
     assert node.stats.frames_total == n
     observer.wait_until(lambda ms: count_verdicts(ms) >= n, 10)
     assert sorted(v.seq for v in verdicts(observer.messages)) == list(range(n))
+
+
+def test_lone_frames_are_scored_on_arrival_and_bursts_still_batch(
+    observer: Collector, clients: ClientFactory, start_node: NodeFactory, frames_c: Images
+) -> None:
+    """Frames 30 ms apart (batch wait 2 ms) are scored by the network thread itself, each
+    answered correctly; a burst of frames back to back goes to the worker in batches."""
+    node = start_node(batch_max=16, batch_ms=2)
+    pub = clients()
+    lone = 12
+    for seq in range(lone):
+        all_acked(publish_frames(pub, frames_c, "pi-6", [seq]))
+        time.sleep(0.03)
+    observer.wait_until(lambda ms: count_verdicts(ms) >= lone, 10, f"{lone} verdicts")
+    assert node.frames_scored_inline >= lone - 2, "the first two arrivals set the gap; the rest come alone"
+    inline_before, batches_before = node.frames_scored_inline, node.stats.batches_total
+    burst = 300
+    all_acked(publish_frames(pub, frames_c, "pi-6", range(lone, lone + burst)))
+    observer.wait_until(lambda ms: count_verdicts(ms) >= lone + burst, 20, f"{lone + burst} verdicts")
+    assert node.frames_scored_inline - inline_before < burst // 2, "a burst is queued for the worker, not scored inline"
+    assert node.stats.batches_total - batches_before < burst, "the worker scored the burst in batches"
+    got = verdicts(observer.messages)
+    assert sorted(v.seq for v in got) == list(range(lone + burst)), "each frame answered once"
+    reference = ModelRunner.load(node.runner.model_dir, variant=node.runner.variant)
+    expected = reference.predict_celsius(frames_c)
+    assert all(v.probability == pytest.approx(expected[v.seq % len(frames_c)], abs=1e-5) for v in got)

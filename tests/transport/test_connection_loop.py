@@ -13,7 +13,15 @@ import time
 from typing import Any
 
 from devtools.local_mosquitto import LocalMosquitto
-from transport.connection import ACKS_PER_WRITE, Message, MqttConnection, MqttSettings, _coalesce_acks, ack_in_order
+from transport.connection import (
+    ACKS_PER_WRITE,
+    Message,
+    MqttConnection,
+    MqttSettings,
+    PublishReceipt,
+    _coalesce_acks,
+    ack_in_order,
+)
 
 TOPIC = "thermo/v1/loop-test/frame"
 
@@ -165,3 +173,34 @@ def test_auto_acks_leave_without_a_wake_up_and_none_come_back(mosquitto: LocalMo
     finally:
         subscriber.stop()
         publisher.stop()
+
+
+def test_a_publish_from_a_handler_leaves_without_a_wake_up(mosquitto: LocalMosquitto) -> None:
+    """A node scoring a lone frame publishes its verdict from the handler, on paho's network
+    thread: each reply must reach the broker (its receipt completes, a listener gets it) without
+    a socket-pair wake-up each."""
+    receipts: list[PublishReceipt] = []
+    echo = MqttConnection(MqttSettings(url=mosquitto.url), client_id="loop-test-echo")
+    echo.subscribe(TOPIC, lambda m: receipts.append(echo.publish(f"{TOPIC}/reply", m.payload, qos=1)), qos=1)
+    echo.start()
+    replies: queue.SimpleQueue[Message] = queue.SimpleQueue()
+    listener = MqttConnection(MqttSettings(url=mosquitto.url), client_id="loop-test-echo-listen")
+    listener.subscribe(f"{TOPIC}/reply", replies.put, qos=1)
+    listener.start()
+    publisher = MqttConnection(MqttSettings(url=mosquitto.url), client_id="loop-test-echo-pub").start()
+    try:
+        client = echo._client
+        counting = _CountingSocket(client._sockpairW)
+        client._sockpairW = counting  # type: ignore[assignment]
+        n = 40
+        for i in range(n):
+            assert publisher.publish(TOPIC, f"e{i}".encode(), qos=1).wait(10.0)
+            time.sleep(0.01)  # each arrives while the network thread waits in select
+        got = _take(replies, n, 30.0)
+        assert [m.payload for m in got] == [f"e{i}".encode() for i in range(n)]
+        assert len(receipts) == n and all(r.wait(10.0) and r.accepted for r in receipts)
+        assert counting.sends < n // 2, f"{counting.sends} wake-ups for {n} replies published on the network thread"
+    finally:
+        publisher.stop()
+        listener.stop()
+        echo.stop()
